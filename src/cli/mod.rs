@@ -1,0 +1,158 @@
+//! The `c360` command line: `sql`, `repl` and `generate`. Exit codes: 0 success, 1 a
+//! query or runtime failure, 2 bad usage, 3 a bad project file, 4 an input that cannot
+//! be opened.
+
+mod repl;
+mod sql;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use datafusion::prelude::SessionContext;
+use datafusion_cli::object_storage::instrumented::InstrumentedObjectStoreRegistry;
+use datafusion_cli::print_format::PrintFormat;
+use datafusion_cli::print_options::{MaxRows, PrintOptions};
+
+use crate::error::{Error, Result};
+use crate::generate::{GenerateOptions, LakeFormat};
+use crate::project::Project;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "c360",
+    version,
+    about = "Customer 360 over your data lake, on Apache DataFusion"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run SQL over the lake and print the results.
+    Sql(SqlArgs),
+    /// Explore the lake interactively with SQL and every c360 function.
+    Repl(ReplArgs),
+    /// Write a deterministic multi-source demo lake with known ground truth.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SqlArgs {
+    /// Project file declaring the lake's inputs (each becomes a table).
+    #[arg(long, short)]
+    pub project: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Read statements from this file instead of the command line.
+    #[arg(short = 'f', long = "file", conflicts_with = "query")]
+    pub file: Option<PathBuf>,
+    /// One or more statements separated by `;`.
+    #[arg(required_unless_present = "file")]
+    pub query: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplArgs {
+    /// Project file declaring the lake's inputs (each becomes a table).
+    #[arg(long, short)]
+    pub project: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// Number of real people behind the data.
+    #[arg(long, default_value_t = 300)]
+    pub customers: usize,
+    /// Folder to write the lake into (created; existing generated tables are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed: the same seed and size give the same data.
+    #[arg(long, default_value_t = 360)]
+    pub seed: u64,
+    /// Table formats to write.
+    #[arg(long, value_enum, default_value_t = LakeFormat::Both)]
+    pub format: LakeFormat,
+}
+
+/// How query results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Tsv,
+    Json,
+    Ndjson,
+}
+
+impl From<OutputFormat> for PrintFormat {
+    fn from(f: OutputFormat) -> Self {
+        match f {
+            OutputFormat::Table => PrintFormat::Table,
+            OutputFormat::Csv => PrintFormat::Csv,
+            OutputFormat::Tsv => PrintFormat::Tsv,
+            OutputFormat::Json => PrintFormat::Json,
+            OutputFormat::Ndjson => PrintFormat::NdJson,
+        }
+    }
+}
+
+fn print_options(format: OutputFormat, interactive: bool) -> PrintOptions {
+    PrintOptions {
+        format: format.into(),
+        quiet: !interactive,
+        maxrows: if interactive {
+            MaxRows::Limited(40)
+        } else {
+            MaxRows::Unlimited
+        },
+        color: interactive,
+        instrumented_registry: Arc::new(InstrumentedObjectStoreRegistry::new()),
+    }
+}
+
+/// A c360 session with the project's inputs registered as tables.
+pub async fn open_session(project: Option<&PathBuf>) -> Result<SessionContext> {
+    let ctx = crate::session()?;
+    if let Some(path) = project {
+        Project::load(path)?.register_inputs(&ctx).await?;
+    }
+    Ok(ctx)
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Sql(args) => {
+            let sql = match (&args.query, &args.file) {
+                (Some(q), _) => q.clone(),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .map_err(|e| Error::io(format!("reading SQL file '{}'", f.display()), e))?,
+                (None, None) => return Err(Error::Usage("give a query or -f FILE".into())),
+            };
+            let ctx = open_session(args.project.as_ref()).await?;
+            sql::run_script(&ctx, &sql, &print_options(args.format, false)).await
+        }
+        Command::Repl(args) => {
+            let ctx = open_session(args.project.as_ref()).await?;
+            repl::run(&ctx, print_options(args.format, true)).await
+        }
+        Command::Generate(args) => {
+            let summary = crate::generate::generate(&GenerateOptions {
+                customers: args.customers,
+                out: args.out,
+                seed: args.seed,
+                format: args.format,
+            })
+            .await?;
+            println!("{summary}");
+            Ok(())
+        }
+    }
+}

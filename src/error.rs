@@ -1,0 +1,115 @@
+//! The crate's one error type. Every variant says what was being read or checked, so a
+//! message names the file, table, column or key, and the CLI maps each kind to an exit code.
+
+use datafusion::error::DataFusionError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The project file is malformed or inconsistent.
+    #[error("{path}: {message}")]
+    Config { path: String, message: String },
+
+    /// A location cannot be parsed or its object store cannot be built.
+    #[error("location '{location}': {message}")]
+    Location { location: String, message: String },
+
+    /// An input table could not be opened.
+    #[error("input '{input}' at '{location}' could not be opened: {source}")]
+    Input {
+        input: String,
+        location: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Delta Lake failures, from delta-rs.
+    #[error("{0}")]
+    Delta(#[from] deltalake::DeltaTableError),
+
+    /// Query planning or execution failures.
+    #[error("{0}")]
+    DataFusion(DataFusionError),
+
+    #[error("{0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    #[error("{0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+
+    #[error("{0}")]
+    ObjectStore(#[from] object_store::Error),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Invalid command-line usage that clap cannot express.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    pub fn config(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn location(location: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Error::Location {
+            location: location.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Process exit code for this error, as documented in the README.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Config { .. } => 3,
+            Error::Input { .. } | Error::Location { .. } => 4,
+            _ => 1,
+        }
+    }
+}
+
+impl From<Error> for DataFusionError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::DataFusion(e) => e,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        // Unwrap our own errors that crossed a DataFusion trait boundary.
+        match e {
+            DataFusionError::External(inner) => match inner.downcast::<Error>() {
+                Ok(ours) => *ours,
+                Err(other) => Error::DataFusion(DataFusionError::External(other)),
+            },
+            DataFusionError::Context(ctx, inner) => match Error::from(*inner) {
+                Error::DataFusion(inner) => {
+                    Error::DataFusion(DataFusionError::Context(ctx, Box::new(inner)))
+                }
+                ours => ours,
+            },
+            other => Error::DataFusion(other),
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! `c360 generate`: a deterministic, realistic multi-source lake with known ground truth.
+//!
+//! Five source tables (`tracks`, `identifies`, `orders`, `crm_contacts`, `payments`) as
+//! Parquet (several files; `tracks` hive-partitioned by `event_month`) and as Delta (two
+//! commits each: the older half of the rows, then the newer half), a `c360.toml` declaring
+//! them, and `truth/`: `identifiers` (every identifier in the data, normalized, with its
+//! person; junk values have none, shared devices have two) and `people` (each person's
+//! expected feature values).
+
+mod people;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Decimal128Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use clap::ValueEnum;
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTable;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use people::{Kind, Lake, Micros};
+pub use people::{JUNK_DEVICE, JUNK_EMAIL, JUNK_PHONE, JUNK_PHONE_E164, JUNK_USER_ID};
+
+use crate::error::{Error, Result};
+
+/// Which table formats to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LakeFormat {
+    Parquet,
+    Delta,
+    Both,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub customers: usize,
+    pub out: PathBuf,
+    pub seed: u64,
+    pub format: LakeFormat,
+}
+
+/// What was written.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub out: PathBuf,
+    pub people: usize,
+    pub tables: Vec<(&'static str, usize)>,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rows: usize = self.tables.iter().map(|(_, n)| n).sum();
+        write!(f, "wrote a lake of {} people, {rows} rows (", self.people)?;
+        for (i, (name, n)) in self.tables.iter().enumerate() {
+            write!(f, "{}{name} {n}", if i > 0 { ", " } else { "" })?;
+        }
+        write!(f, ") to {}", self.out.display())
+    }
+}
+
+/// Rows written per Parquet file.
+const ROWS_PER_FILE: usize = 250_000;
+const TABLES: [&str; 5] = ["tracks", "identifies", "orders", "crm_contacts", "payments"];
+
+/// Generates the lake described by `opts`.
+pub async fn generate(opts: &GenerateOptions) -> Result<Summary> {
+    if opts.customers == 0 {
+        return Err(Error::Usage("--customers must be at least 1".into()));
+    }
+    let lake = people::simulate(opts.seed, opts.customers);
+    let tables = [
+        ("tracks", tracks(&lake)?),
+        ("identifies", identifies(&lake)?),
+        ("orders", orders(&lake)?),
+        ("crm_contacts", crm(&lake)?),
+        ("payments", payments(&lake)?),
+    ];
+    let out = &opts.out;
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error::io(format!("creating '{}'", out.display()), e))?;
+    for (name, batch) in &tables {
+        if opts.format != LakeFormat::Delta {
+            let dir = out.join("parquet").join(name);
+            remove_dir(&dir)?;
+            if *name == "tracks" {
+                write_partitioned(&dir, batch, "event_month")?;
+            } else {
+                write_parquet_files(&dir, batch)?;
+            }
+        }
+        if opts.format != LakeFormat::Parquet {
+            let dir = out.join("delta").join(name);
+            remove_dir(&dir)?;
+            let partitions: &[&str] = if *name == "tracks" {
+                &["event_month"]
+            } else {
+                &[]
+            };
+            write_delta(&dir, batch, partitions).await?;
+        }
+    }
+    let truth = out.join("truth");
+    remove_dir(&truth)?;
+    write_parquet_file(
+        &truth.join("identifiers.parquet"),
+        &truth_identifiers(&lake)?,
+    )?;
+    write_parquet_file(&truth.join("people.parquet"), &truth_people(&lake)?)?;
+    let project = out.join("c360.toml");
+    std::fs::write(&project, project_file(opts.format))
+        .map_err(|e| Error::io(format!("writing '{}'", project.display()), e))?;
+    Ok(Summary {
+        out: out.clone(),
+        people: opts.customers,
+        tables: tables.iter().map(|(n, b)| (*n, b.num_rows())).collect(),
+    })
+}
+
+fn remove_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io(format!("removing '{}'", dir.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The project file for the generated lake: clickstream as Parquet (what event pipelines
+/// drop), business systems as Delta.
+fn project_file(format: LakeFormat) -> String {
+    let pick = |preferred: &str| match format {
+        LakeFormat::Parquet => "parquet",
+        LakeFormat::Delta => "delta",
+        LakeFormat::Both => {
+            if preferred == "parquet" {
+                "parquet"
+            } else {
+                "delta"
+            }
+        }
+    };
+    let input = |name: &str, preferred: &str, time: &str, ids: &str| {
+        let f = pick(preferred);
+        format!(
+            "[[inputs]]\nname = \"{name}\"\nlocation = \"{f}/{name}\"\nformat = \"{f}\"\nevent_time = \"{time}\"\nids = {{ {ids} }}\n\n"
+        )
+    };
+    let mut s = String::from(
+        "# The demo lake written by `c360 generate`: five source systems describing the same people.\n\n\
+         [project]\nname = \"demo\"\n\n",
+    );
+    s += &input(
+        "tracks",
+        "parquet",
+        "ts",
+        "anonymous_id = \"anonymous_id\", user_id = \"user_id\"",
+    );
+    s += &input(
+        "identifies",
+        "parquet",
+        "ts",
+        "anonymous_id = \"anonymous_id\", user_id = \"user_id\", email = \"email\", phone = \"phone\"",
+    );
+    s += &input(
+        "orders",
+        "delta",
+        "ts",
+        "user_id = \"user_id\", email = \"email\", phone = \"phone\"",
+    );
+    s += &input(
+        "crm_contacts",
+        "delta",
+        "updated_at",
+        "crm_id = \"crm_id\", email = \"email\", phone = \"phone\"",
+    );
+    s += &input(
+        "payments",
+        "delta",
+        "ts",
+        "payment_id = \"payment_id\", customer_email = \"email\"",
+    );
+    s.truncate(s.trim_end().len());
+    s.push('\n');
+    s
+}
+
+fn ts_field(name: &str, nullable: bool) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        nullable,
+    )
+}
+
+fn money_field(name: &str) -> Field {
+    Field::new(name, DataType::Decimal128(12, 2), true)
+}
+
+fn strings<'a>(v: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(v.collect::<StringArray>())
+}
+
+fn times(v: impl Iterator<Item = Option<Micros>>) -> ArrayRef {
+    Arc::new(
+        v.collect::<TimestampMicrosecondArray>()
+            .with_timezone("UTC"),
+    )
+}
+
+fn money(v: impl Iterator<Item = Option<i64>>) -> Result<ArrayRef> {
+    let a = v.map(|c| c.map(i128::from)).collect::<Decimal128Array>();
+    Ok(Arc::new(a.with_precision_and_scale(12, 2)?))
+}
+
+fn batch(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// Sorts rows by time: source systems append in time order.
+fn by_time<T>(rows: &[T], ts: impl Fn(&T) -> Micros) -> Vec<&T> {
+    let mut v: Vec<&T> = rows.iter().collect();
+    v.sort_by_key(|r| ts(r));
+    v
+}
+
+fn month(ts: Micros) -> String {
+    chrono::DateTime::from_timestamp_micros(ts)
+        .map(|d| d.format("%Y-%m").to_string())
+        .unwrap_or_default()
+}
+
+fn tracks(lake: &Lake) -> Result<RecordBatch> {
+    let rows = by_time(&lake.tracks, |r| r.ts);
+    let months: Vec<String> = rows.iter().map(|r| month(r.ts)).collect();
+    batch(
+        vec![
+            Field::new("anonymous_id", DataType::Utf8, true),
+            Field::new("user_id", DataType::Utf8, true),
+            Field::new("event", DataType::Utf8, false),
+            Field::new("product_id", DataType::Utf8, true),
+            money_field("revenue"),
+            ts_field("ts", false),
+            Field::new("event_month", DataType::Utf8, false),
+        ],
+        vec![
+            strings(rows.iter().map(|r| Some(r.anonymous_id.as_str()))),
+            strings(rows.iter().map(|r| r.user_id.as_deref())),
+            strings(rows.iter().map(|r| Some(r.event))),
+            strings(rows.iter().map(|r| r.product_id.as_deref())),
+            money(rows.iter().map(|r| r.revenue_cents))?,
+            times(rows.iter().map(|r| Some(r.ts))),
+            strings(months.iter().map(|m| Some(m.as_str()))),
+        ],
+    )
+}
+
+fn identifies(lake: &Lake) -> Result<RecordBatch> {
+    let rows = by_time(&lake.identifies, |r| r.ts);
+    batch(
+        vec![
+            Field::new("anonymous_id", DataType::Utf8, true),
+            Field::new("user_id", DataType::Utf8, true),
+            Field::new("email", DataType::Utf8, true),
+            Field::new("phone", DataType::Utf8, true),
+            ts_field("ts", false),
+        ],
+        vec![
+            strings(rows.iter().map(|r| Some(r.anonymous_id.as_str()))),
+            strings(rows.iter().map(|r| r.user_id.as_deref())),
+            strings(rows.iter().map(|r| r.email.as_deref())),
+            strings(rows.iter().map(|r| r.phone.as_deref())),
+            times(rows.iter().map(|r| Some(r.ts))),
+        ],
+    )
+}
+
+fn orders(lake: &Lake) -> Result<RecordBatch> {
+    let rows = by_time(&lake.orders, |r| r.ts);
+    batch(
+        vec![
+            Field::new("order_id", DataType::Utf8, false),
+            Field::new("user_id", DataType::Utf8, true),
+            Field::new("email", DataType::Utf8, true),
+            Field::new("phone", DataType::Utf8, true),
+            money_field("amount"),
+            Field::new("currency", DataType::Utf8, false),
+            ts_field("ts", false),
+        ],
+        vec![
+            strings(rows.iter().map(|r| Some(r.order_id.as_str()))),
+            strings(rows.iter().map(|r| r.user_id.as_deref())),
+            strings(rows.iter().map(|r| r.email.as_deref())),
+            strings(rows.iter().map(|r| r.phone.as_deref())),
+            money(rows.iter().map(|r| Some(r.amount_cents)))?,
+            strings(rows.iter().map(|_| Some("USD"))),
+            times(rows.iter().map(|r| Some(r.ts))),
+        ],
+    )
+}
+
+fn crm(lake: &Lake) -> Result<RecordBatch> {
+    let rows = by_time(&lake.crm, |r| r.updated_at);
+    batch(
+        vec![
+            Field::new("crm_id", DataType::Utf8, false),
+            Field::new("email", DataType::Utf8, true),
+            Field::new("phone", DataType::Utf8, true),
+            Field::new("first_name", DataType::Utf8, true),
+            Field::new("last_name", DataType::Utf8, true),
+            ts_field("updated_at", false),
+        ],
+        vec![
+            strings(rows.iter().map(|r| Some(r.crm_id.as_str()))),
+            strings(rows.iter().map(|r| r.email.as_deref())),
+            strings(rows.iter().map(|r| r.phone.as_deref())),
+            strings(rows.iter().map(|r| Some(r.first_name.as_str()))),
+            strings(rows.iter().map(|r| Some(r.last_name.as_str()))),
+            times(rows.iter().map(|r| Some(r.updated_at))),
+        ],
+    )
+}
+
+fn payments(lake: &Lake) -> Result<RecordBatch> {
+    let rows = by_time(&lake.payments, |r| r.ts);
+    batch(
+        vec![
+            Field::new("payment_id", DataType::Utf8, false),
+            Field::new("customer_email", DataType::Utf8, true),
+            money_field("amount"),
+            ts_field("ts", false),
+        ],
+        vec![
+            strings(rows.iter().map(|r| Some(r.payment_id.as_str()))),
+            strings(rows.iter().map(|r| Some(r.customer_email.as_str()))),
+            money(rows.iter().map(|r| Some(r.amount_cents)))?,
+            times(rows.iter().map(|r| Some(r.ts))),
+        ],
+    )
+}
+
+fn truth_identifiers(lake: &Lake) -> Result<RecordBatch> {
+    let mut ids: Vec<(&str, &str, Option<usize>)> = lake
+        .ids
+        .iter()
+        .map(|(t, v, p)| (*t, v.as_str(), *p))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    // A value that is junk anywhere is junk everywhere.
+    let junk: std::collections::HashSet<(&str, &str)> = ids
+        .iter()
+        .filter(|(_, _, p)| p.is_none())
+        .map(|(t, v, _)| (*t, *v))
+        .collect();
+    ids.retain(|(t, v, p)| p.is_none() || !junk.contains(&(*t, *v)));
+    let owners = |t: &str, v: &str| ids.iter().filter(|(a, b, _)| *a == t && *b == v).count();
+    let shared: Vec<bool> = ids
+        .iter()
+        .map(|(t, v, p)| p.is_some() && owners(t, v) > 1)
+        .collect();
+    batch(
+        vec![
+            Field::new("person_id", DataType::Utf8, true),
+            Field::new("id_type", DataType::Utf8, false),
+            Field::new("id_value", DataType::Utf8, false),
+            Field::new("shared", DataType::Boolean, false),
+            Field::new("junk", DataType::Boolean, false),
+        ],
+        vec![
+            strings(
+                ids.iter()
+                    .map(|(_, _, p)| p.map(|p| lake.people[p].id.as_str())),
+            ),
+            strings(ids.iter().map(|(t, _, _)| Some(*t))),
+            strings(ids.iter().map(|(_, v, _)| Some(*v))),
+            Arc::new(BooleanArray::from(shared)),
+            Arc::new(
+                ids.iter()
+                    .map(|(_, _, p)| Some(p.is_none()))
+                    .collect::<BooleanArray>(),
+            ),
+        ],
+    )
+}
+
+fn truth_people(lake: &Lake) -> Result<RecordBatch> {
+    let p = &lake.people;
+    let e = &lake.expected;
+    let kind = |k: Kind| match k {
+        Kind::Anonymous => "anonymous",
+        Kind::Registered => "registered",
+        Kind::Guest => "guest",
+    };
+    let ints = |f: fn(&people::Expected) -> i64| -> ArrayRef {
+        Arc::new(e.iter().map(f).collect::<Int64Array>())
+    };
+    batch(
+        vec![
+            Field::new("person_id", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("first_name", DataType::Utf8, true),
+            Field::new("last_name", DataType::Utf8, true),
+            Field::new("n_events", DataType::Int64, false),
+            Field::new("n_orders", DataType::Int64, false),
+            money_field("order_revenue"),
+            Field::new("n_payments", DataType::Int64, false),
+            money_field("payment_total"),
+            ts_field("first_seen", true),
+            ts_field("last_seen", true),
+        ],
+        vec![
+            strings(p.iter().map(|x| Some(x.id.as_str()))),
+            strings(p.iter().map(|x| Some(kind(x.kind)))),
+            strings(p.iter().map(|x| x.crm_id.as_ref().map(|_| x.first_name))),
+            strings(p.iter().map(|x| x.crm_id.as_ref().map(|_| x.last_name))),
+            ints(|x| x.n_events),
+            ints(|x| x.n_orders),
+            money(e.iter().map(|x| Some(x.order_revenue_cents)))?,
+            ints(|x| x.n_payments),
+            money(e.iter().map(|x| Some(x.payment_total_cents)))?,
+            times(e.iter().map(|x| x.first_seen)),
+            times(e.iter().map(|x| x.last_seen)),
+        ],
+    )
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_created_by(format!("c360 {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+fn write_parquet_file(path: &Path, batch: &RecordBatch) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating '{}'", dir.display()), e))?;
+    }
+    let file = std::fs::File::create(path)
+        .map_err(|e| Error::io(format!("creating '{}'", path.display()), e))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(())
+}
+
+/// At least two files per table, so readers meet multi-file tables even at demo scale.
+fn write_parquet_files(dir: &Path, batch: &RecordBatch) -> Result<()> {
+    let files = batch.num_rows().div_ceil(ROWS_PER_FILE).max(2);
+    let per_file = batch.num_rows().div_ceil(files).max(1);
+    for (k, offset) in (0..batch.num_rows().max(1)).step_by(per_file).enumerate() {
+        let len = per_file.min(batch.num_rows() - offset);
+        write_parquet_file(
+            &dir.join(format!("part-{k:05}.parquet")),
+            &batch.slice(offset, len),
+        )?;
+    }
+    Ok(())
+}
+
+/// Hive layout, `dir/column=value/part-*.parquet`, the column kept out of the files.
+fn write_partitioned(dir: &Path, batch: &RecordBatch, column: &str) -> Result<()> {
+    let idx = batch.schema().index_of(column)?;
+    let values = batch
+        .column(idx)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| Error::Usage(format!("partition column {column} must be a string")))?;
+    let mut data = batch.clone();
+    data.remove_column(idx);
+    // Rows are sorted by time, so each month is one contiguous run.
+    let mut start = 0;
+    while start < batch.num_rows() {
+        let value = values.value(start);
+        let mut end = start;
+        while end < batch.num_rows() && values.value(end) == value {
+            end += 1;
+        }
+        write_parquet_files(
+            &dir.join(format!("{column}={value}")),
+            &data.slice(start, end - start),
+        )?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// Two commits: the older half of the rows creates the table, the newer half is appended.
+async fn write_delta(dir: &Path, batch: &RecordBatch, partitions: &[&str]) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating '{}'", dir.display()), e))?;
+    let url =
+        url::Url::from_directory_path(std::path::absolute(dir).map_err(|e| Error::io("", e))?)
+            .map_err(|()| Error::location(dir.display().to_string(), "not a valid path"))?;
+    let half = batch.num_rows() / 2;
+    let mut table = DeltaTable::try_from_url(url).await?;
+    for (mode, part) in [
+        (SaveMode::ErrorIfExists, batch.slice(0, half)),
+        (SaveMode::Append, batch.slice(half, batch.num_rows() - half)),
+    ] {
+        table = table
+            .write(vec![part])
+            .with_save_mode(mode)
+            .with_partition_columns(partitions.iter().map(|s| s.to_string()))
+            .with_writer_properties(writer_properties())
+            .await?;
+    }
+    Ok(())
+}
+
+/// The schema of each generated source table, for tests and documentation.
+pub fn source_tables() -> &'static [&'static str] {
+    &TABLES
+}
+
+#[allow(dead_code)]
+fn _schema_ref(b: &RecordBatch) -> SchemaRef {
+    b.schema()
+}

@@ -1,0 +1,162 @@
+//! `CREATE EXTERNAL TABLE ... STORED AS DELTA | PARQUET` over any supported location.
+//! Storage options (`aws.*`, `aws_*`, `max_retries`) configure the object store; Delta
+//! tables also take `version` or `timestamp` for time travel. Parquet is DataFusion's
+//! `ListingTable` (files, directories, globs, hive partitions); Delta is delta-rs's provider.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
+use datafusion::common::{plan_err, DataFusionError, Result as DFResult};
+use datafusion::datasource::listing_table_factory::ListingTableFactory;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::CreateExternalTable;
+use deltalake::{DeltaTableBuilder, DeltaTableError};
+
+use super::storage::{self, is_storage_key, resolve_location, StorageOptions};
+use super::Format;
+use crate::error::{Error, Result};
+
+#[derive(Debug)]
+pub struct LakeTableFactory {
+    format: Format,
+}
+
+impl LakeTableFactory {
+    pub fn new(format: Format) -> Self {
+        Self { format }
+    }
+}
+
+/// Splits `CREATE EXTERNAL TABLE` options into storage options and the rest.
+fn split_options(
+    options: &HashMap<String, String>,
+) -> Result<(StorageOptions, HashMap<String, String>)> {
+    let (storage, rest): (Vec<_>, Vec<_>) = options.iter().partition(|(k, _)| is_storage_key(k));
+    let storage = StorageOptions::parse(storage.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    Ok((
+        storage,
+        rest.into_iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    ))
+}
+
+fn session_state(state: &dyn Session) -> DFResult<&SessionState> {
+    state
+        .as_any()
+        .downcast_ref::<SessionState>()
+        .ok_or_else(|| DataFusionError::Plan("lake tables need a DataFusion SessionState".into()))
+}
+
+#[async_trait]
+impl TableProviderFactory for LakeTableFactory {
+    async fn create(
+        &self,
+        state: &dyn Session,
+        cmd: &CreateExternalTable,
+    ) -> DFResult<Arc<dyn TableProvider>> {
+        let (storage, rest) = split_options(&cmd.options)?;
+        match self.format {
+            Format::Delta => {
+                let [location] = cmd.locations.as_slice() else {
+                    return plan_err!(
+                        "a Delta table has exactly one location, got {}",
+                        cmd.locations.len()
+                    );
+                };
+                let mut version = None;
+                let mut timestamp = None;
+                for (key, value) in &rest {
+                    match key.strip_prefix("format.").unwrap_or(key) {
+                        "version" => version = Some(value.clone()),
+                        "timestamp" => timestamp = Some(value.clone()),
+                        other => {
+                            return plan_err!(
+                                "unknown option '{other}' for Delta table '{}'; expected version, \
+                                 timestamp or a storage option (aws.endpoint, aws.region, ...)",
+                                cmd.name
+                            )
+                        }
+                    }
+                }
+                Ok(open_delta(state, location, &storage, version, timestamp).await?)
+            }
+            Format::Parquet | Format::Auto => {
+                for location in &cmd.locations {
+                    let url = resolve_location(location, None)?;
+                    storage::register_store(state.runtime_env(), &url, &storage)?;
+                }
+                let mut cmd = cmd.clone();
+                cmd.file_type = "PARQUET".into();
+                cmd.options = rest;
+                let provider = ListingTableFactory::new().create(state, &cmd).await;
+                provider.map_err(|e| {
+                    DataFusionError::Plan(format!(
+                        "Parquet table '{}' at '{}': {e}",
+                        cmd.name,
+                        cmd.locations.join("', '")
+                    ))
+                })
+            }
+        }
+    }
+}
+
+async fn open_delta(
+    state: &dyn Session,
+    location: &str,
+    storage: &StorageOptions,
+    version: Option<String>,
+    timestamp: Option<String>,
+) -> Result<Arc<dyn TableProvider>> {
+    let url = resolve_location(location, None)?;
+    let mut builder =
+        DeltaTableBuilder::from_url(url.clone())?.with_storage_options(storage.for_delta(&url));
+    if url.scheme() == "memory" {
+        builder = builder.with_storage_backend(storage::memory_store(), url.clone());
+    }
+    match (version, timestamp) {
+        (Some(_), Some(_)) => {
+            return Err(Error::location(
+                location,
+                "give either version or timestamp, not both",
+            ))
+        }
+        (Some(v), None) => {
+            let v: u64 = v.trim().parse().map_err(|_| {
+                Error::location(
+                    location,
+                    format!("version must be a whole number, got '{v}'"),
+                )
+            })?;
+            builder = builder.with_version(v);
+        }
+        (None, Some(ts)) => {
+            builder = builder.with_datestring(&ts).map_err(|e| {
+                Error::location(
+                    location,
+                    format!("timestamp must be RFC 3339 such as '2026-01-31T12:00:00Z', got '{ts}': {e}"),
+                )
+            })?;
+        }
+        (None, None) => {}
+    }
+    let table = builder.load().await.map_err(|e| match e {
+        DeltaTableError::NotATable(_) => Error::location(
+            location,
+            "not a Delta table: no _delta_log/ with commits found (use format = \"parquet\" for plain Parquet files)",
+        ),
+        DeltaTableError::InvalidVersion(v) => {
+            Error::location(location, format!("the Delta table has no version {v}"))
+        }
+        other => Error::location(location, other),
+    })?;
+    // The scan reads data files through the session's store for this bucket: make it the
+    // one configured with this table's options.
+    storage::register_store(state.runtime_env(), &url, storage)?;
+    let state = session_state(state)?.clone();
+    let provider = table.table_provider().with_session(Arc::new(state)).await?;
+    Ok(provider)
+}

@@ -1,0 +1,49 @@
+//! c360: a customer-360 engine built on Apache DataFusion.
+//!
+//! [`register`] adds every c360 function and the lake table factories (`STORED AS DELTA`,
+//! `STORED AS PARQUET` on local paths, `memory://` and S3) to any `SessionContext`;
+//! [`session`] makes a context configured for c360 with all of it registered.
+
+pub mod cli;
+pub mod error;
+pub mod generate;
+pub mod lake;
+pub mod project;
+
+use std::sync::Arc;
+
+use datafusion::execution::context::SessionState;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+pub use error::{Error, Result};
+use lake::{Format, LakeTableFactory};
+
+/// Adds every c360 function and the Delta/Parquet lake table factories to `ctx`.
+pub fn register(ctx: &SessionContext) -> Result<()> {
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    register_state(&mut state)
+}
+
+fn register_state(state: &mut SessionState) -> Result<()> {
+    c360_udfs::register_all(state)?;
+    let factories = state.table_factories_mut();
+    factories.insert(
+        "DELTA".into(),
+        Arc::new(LakeTableFactory::new(Format::Delta)),
+    );
+    factories.insert(
+        "PARQUET".into(),
+        Arc::new(LakeTableFactory::new(Format::Parquet)),
+    );
+    Ok(())
+}
+
+/// A session configured for c360 (information schema on, for `\d` and tooling) with
+/// everything registered.
+pub fn session() -> Result<SessionContext> {
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    register(&ctx)?;
+    Ok(ctx)
+}

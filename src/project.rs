@@ -1,0 +1,417 @@
+//! The project file, `c360.toml`: which tables make up the lake and which of their columns
+//! identify a person. Errors name the file, the line and the key, and say what was expected.
+//!
+//! ```toml
+//! [project]
+//! name = "shop"
+//!
+//! [storage]                       # defaults for every input on an object store
+//! aws_region = "eu-west-1"
+//!
+//! [[inputs]]
+//! name = "identifies"
+//! location = "s3://lake/identifies"   # or a path relative to this file
+//! format = "delta"                    # auto (default) | parquet | delta
+//! version = 3                         # or timestamp = "2026-01-31T00:00:00Z"
+//! event_time = "ts"
+//! ids = { anonymous_id = "anonymous_id", user_id = "user_id", email = "email" }
+//! storage = { aws_endpoint = "${S3_ENDPOINT}" }
+//! ```
+//!
+//! `ids` maps a column to its id type: one of [`WELL_KNOWN_ID_TYPES`] or any other
+//! lower-case name. `${VAR}` in a location or storage value is read from the environment.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::prelude::SessionContext;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+use crate::lake::{self, Format, StorageOptions, TableSpec, TimeTravel};
+
+/// Id types c360 knows how to normalize; others are accepted and compared as written.
+pub const WELL_KNOWN_ID_TYPES: [&str; 6] = [
+    "anonymous_id",
+    "user_id",
+    "email",
+    "phone",
+    "crm_id",
+    "payment_id",
+];
+
+/// A validated project.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub name: String,
+    /// The project file, as given.
+    pub path: PathBuf,
+    pub inputs: Vec<Input>,
+}
+
+/// One input table of the lake.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub name: String,
+    pub table: TableSpec,
+    pub ids: Vec<IdColumn>,
+    pub event_time: Option<String>,
+    /// Line of the `[[inputs]]` entry, for later errors.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdColumn {
+    pub column: String,
+    pub id_type: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProject {
+    #[serde(default)]
+    project: RawMeta,
+    #[serde(default)]
+    storage: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    inputs: Vec<Spanned<RawInput>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMeta {
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    name: Spanned<String>,
+    location: Spanned<String>,
+    #[serde(default)]
+    format: Format,
+    version: Option<Spanned<i64>>,
+    timestamp: Option<Spanned<String>>,
+    event_time: Option<String>,
+    #[serde(default)]
+    ids: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    storage: BTreeMap<String, Spanned<String>>,
+}
+
+/// Reads a project file and validates it.
+impl Project {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading project file '{}'", path.display()), e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `text` as the project file at `path` (used for messages and relative locations).
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let raw: RawProject = toml::from_str(text)
+            .map_err(|e| Error::config(&shown, e.to_string().trim_end().to_string()))?;
+        let at = |span: std::ops::Range<usize>, key: &str, msg: String| {
+            Error::config(
+                &shown,
+                format!("line {}, key `{key}`: {msg}", line_of(text, span.start)),
+            )
+        };
+        if raw.inputs.is_empty() {
+            return Err(Error::config(
+                &shown,
+                "no inputs: expected at least one [[inputs]] table with `name` and `location`",
+            ));
+        }
+        let defaults = storage_options(&raw.storage, "storage", &at)?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut seen = HashSet::new();
+        let mut inputs = Vec::with_capacity(raw.inputs.len());
+        for spanned in &raw.inputs {
+            let line = line_of(text, spanned.span().start);
+            let r = spanned.get_ref();
+            let name = r.name.get_ref().trim().to_string();
+            if !is_identifier(&name) {
+                return Err(at(r.name.span(), "inputs.name", format!(
+                    "'{name}' is not a valid table name: expected letters, digits and '_', not starting with a digit"
+                )));
+            }
+            if !seen.insert(name.to_lowercase()) {
+                return Err(at(
+                    r.name.span(),
+                    "inputs.name",
+                    format!("input '{name}' is declared twice"),
+                ));
+            }
+            let location = expand_env(r.location.get_ref())
+                .map_err(|m| at(r.location.span(), "inputs.location", m))?;
+            let location = resolve_relative(&location, &base);
+            let time_travel = match (&r.version, &r.timestamp) {
+                (Some(v), Some(_)) => {
+                    return Err(at(
+                        v.span(),
+                        "inputs.version",
+                        "give either `version` or `timestamp`, not both".into(),
+                    ))
+                }
+                (Some(v), None) if *v.get_ref() < 0 => {
+                    return Err(at(
+                        v.span(),
+                        "inputs.version",
+                        format!("expected a Delta version >= 0, got {}", v.get_ref()),
+                    ))
+                }
+                (Some(v), None) => TimeTravel::Version(*v.get_ref()),
+                (None, Some(t)) => {
+                    chrono::DateTime::parse_from_rfc3339(t.get_ref()).map_err(|e| {
+                        at(t.span(), "inputs.timestamp", format!(
+                            "expected an RFC 3339 timestamp such as \"2026-01-31T00:00:00Z\", got \"{}\": {e}",
+                            t.get_ref()
+                        ))
+                    })?;
+                    TimeTravel::Timestamp(t.get_ref().clone())
+                }
+                (None, None) => TimeTravel::Latest,
+            };
+            if r.format == Format::Parquet && time_travel != TimeTravel::Latest {
+                let span = r
+                    .version
+                    .as_ref()
+                    .map(Spanned::span)
+                    .or(r.timestamp.as_ref().map(Spanned::span));
+                return Err(at(
+                    span.unwrap_or(0..0),
+                    "inputs.format",
+                    "`version`/`timestamp` need a Delta table, but format is \"parquet\"".into(),
+                ));
+            }
+            let mut ids = Vec::with_capacity(r.ids.len());
+            for (column, id_type) in &r.ids {
+                let t = id_type.get_ref().trim();
+                if !is_identifier(t) || t.chars().any(|c| c.is_ascii_uppercase()) {
+                    return Err(at(id_type.span(), &format!("inputs.ids.{column}"), format!(
+                        "'{t}' is not a valid id type: expected one of {} or another lower-case name",
+                        WELL_KNOWN_ID_TYPES.join(", ")
+                    )));
+                }
+                ids.push(IdColumn {
+                    column: column.clone(),
+                    id_type: t.to_string(),
+                });
+            }
+            let own = storage_options(&r.storage, "inputs.storage", &at)?;
+            inputs.push(Input {
+                name,
+                table: TableSpec {
+                    location,
+                    format: r.format,
+                    time_travel,
+                    storage: defaults.merged(&own),
+                },
+                ids,
+                event_time: r.event_time.clone(),
+                line,
+            });
+        }
+        Ok(Project {
+            name: raw.project.name.unwrap_or_else(|| "c360".into()),
+            path: path.to_path_buf(),
+            inputs,
+        })
+    }
+
+    /// Opens every input and registers it in `ctx` under its name, checking that the
+    /// declared id and event-time columns exist.
+    pub async fn register_inputs(&self, ctx: &SessionContext) -> Result<()> {
+        let state = ctx.state();
+        for input in &self.inputs {
+            let wrap = |source: Error| Error::Input {
+                input: input.name.clone(),
+                location: input.table.location.clone(),
+                source: Box::new(source),
+            };
+            let provider = lake::open(&state, &input.name, &input.table, None)
+                .await
+                .map_err(wrap)?;
+            input
+                .check_columns(&provider.schema(), &self.path)
+                .map_err(wrap)?;
+            ctx.register_table(input.name.as_str(), provider)?;
+        }
+        Ok(())
+    }
+}
+
+impl Input {
+    fn check_columns(&self, schema: &SchemaRef, project: &Path) -> Result<()> {
+        let declared = self
+            .ids
+            .iter()
+            .map(|id| (id.column.as_str(), "ids"))
+            .chain(self.event_time.as_deref().map(|c| (c, "event_time")));
+        for (column, key) in declared {
+            if schema.field_with_name(column).is_err() {
+                let available: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                return Err(Error::config(
+                    project.display().to_string(),
+                    format!(
+                        "line {}, key `inputs.{key}`: input '{}' has no column '{column}'; its columns are: {}",
+                        self.line,
+                        self.name,
+                        available.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn storage_options<F>(
+    raw: &BTreeMap<String, Spanned<String>>,
+    key: &str,
+    at: &F,
+) -> Result<StorageOptions>
+where
+    F: Fn(std::ops::Range<usize>, &str, String) -> Error,
+{
+    let mut pairs = Vec::with_capacity(raw.len());
+    for (k, v) in raw {
+        let value = expand_env(v.get_ref()).map_err(|m| at(v.span(), &format!("{key}.{k}"), m))?;
+        pairs.push((k.as_str(), value));
+    }
+    for (k, _) in &pairs {
+        if let Err(e) = StorageOptions::parse([(*k, "")]) {
+            let span = raw[*k].span();
+            return Err(at(span, &format!("{key}.{k}"), strip_location_prefix(&e)));
+        }
+    }
+    StorageOptions::parse(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+}
+
+fn strip_location_prefix(e: &Error) -> String {
+    match e {
+        Error::Location { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Plain relative paths are relative to the project file, not to the working directory.
+fn resolve_relative(location: &str, base: &Path) -> String {
+    if location.contains("://") || Path::new(location).is_absolute() {
+        return location.to_string();
+    }
+    base.join(location).to_string_lossy().into_owned()
+}
+
+/// Replaces `${NAME}` with the environment variable NAME.
+fn expand_env(value: &str) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unclosed '${{' in \"{value}\""));
+        };
+        let name = &after[..end];
+        match std::env::var(name) {
+            Ok(v) => out.push_str(&v),
+            Err(_) => return Err(format!("environment variable '{name}' is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Project> {
+        Project::parse(text, Path::new("/p/c360.toml"))
+    }
+
+    const OK: &str = r#"
+[project]
+name = "t"
+
+[[inputs]]
+name = "tracks"
+location = "lake/tracks"
+event_time = "ts"
+ids = { anonymous_id = "anonymous_id", uid = "user_id", loyalty = "loyalty_card" }
+"#;
+
+    #[test]
+    fn valid_project() {
+        let p = parse(OK).unwrap();
+        assert_eq!(p.name, "t");
+        let i = &p.inputs[0];
+        assert_eq!(i.table.location, "/p/lake/tracks");
+        assert_eq!(i.line, 5);
+        assert!(i.ids.contains(&IdColumn {
+            column: "uid".into(),
+            id_type: "user_id".into()
+        }));
+        assert!(i.ids.iter().any(|c| c.id_type == "loyalty_card"));
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let e = parse(&OK.replace("location =", "locaton ="))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 7") && e.contains("locaton"), "{e}");
+        let e = parse(&OK.replace("\"t\"", "3")).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("string"), "{e}");
+        let e = parse(&OK.replace("\"user_id\"", "\"User Id\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 9") && e.contains("inputs.ids.uid"), "{e}");
+        let e = parse(&format!(
+            "{OK}version = 1\ntimestamp = \"2026-01-01T00:00:00Z\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 10") && e.contains("not both"), "{e}");
+        let e = parse(&format!("{OK}timestamp = \"yesterday\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 10") && e.contains("RFC 3339"), "{e}");
+        let e = parse(&format!("{OK}storage = {{ aws_endpont = \"x\" }}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 10") && e.contains("aws_endpont"), "{e}");
+        let e = parse("[project]\nname = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("no inputs"), "{e}");
+        let e = parse(&format!(
+            "{OK}\n[[inputs]]\nname = \"tracks\"\nlocation = \"x\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("declared twice") && e.contains("line 12"), "{e}");
+        let e = parse(&OK.replace("lake/tracks", "${C360_SURELY_UNSET_VAR}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("C360_SURELY_UNSET_VAR") && e.contains("line 7"),
+            "{e}"
+        );
+    }
+}

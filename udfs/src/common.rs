@@ -1,0 +1,47 @@
+//! Building blocks shared by the functions: string-array mapping over every Arrow
+//! string encoding, so each function states only its per-value rule.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, StringArrayType, StringBuilder};
+use arrow::datatypes::DataType;
+use datafusion::common::{exec_err, Result, ScalarValue};
+use datafusion::logical_expr::ColumnarValue;
+
+/// Applies `f` to each non-null string of `array`, producing a `Utf8` array of the same length.
+/// `f` returning `None` yields a null (the functions' "no valid value" answer).
+pub(crate) fn map_strings<F>(name: &str, array: &ArrayRef, mut f: F) -> Result<ArrayRef>
+where
+    F: FnMut(usize, &str) -> Result<Option<String>>,
+{
+    fn run<'a, S, F>(array: S, f: &mut F) -> Result<ArrayRef>
+    where
+        S: StringArrayType<'a> + Array,
+        F: FnMut(usize, &str) -> Result<Option<String>>,
+    {
+        let mut out = StringBuilder::with_capacity(array.len(), array.len() * 16);
+        for (i, v) in array.iter().enumerate() {
+            match v {
+                Some(s) => out.append_option(f(i, s)?),
+                None => out.append_null(),
+            }
+        }
+        Ok(Arc::new(out.finish()))
+    }
+    match array.data_type() {
+        DataType::Utf8 => run(array.as_string::<i32>(), &mut f),
+        DataType::LargeUtf8 => run(array.as_string::<i64>(), &mut f),
+        DataType::Utf8View => run(array.as_string_view(), &mut f),
+        DataType::Null => Ok(arrow::array::new_null_array(&DataType::Utf8, array.len())),
+        other => exec_err!("{name} expects a string argument, got {other}"),
+    }
+}
+
+/// Returns `out` as a scalar when every argument was a scalar, so constant folding keeps working.
+pub(crate) fn same_shape(args: &[ColumnarValue], out: ArrayRef) -> Result<ColumnarValue> {
+    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+    } else {
+        Ok(ColumnarValue::Array(out))
+    }
+}

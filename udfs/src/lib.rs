@@ -1,0 +1,80 @@
+//! c360's DataFusion functions: identifier normalization, identity stitching and
+//! feature aggregates. Depends on DataFusion alone, so any host (a `SessionContext`,
+//! `datafusion-cli`, a Ballista executor) can link it and call [`register_all`].
+
+use std::sync::Arc;
+
+use datafusion::common::Result;
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::ScalarUDF;
+
+mod common;
+pub mod normalize_email;
+pub mod normalize_phone;
+
+/// Every scalar function c360 provides.
+pub fn all_scalar_functions() -> Vec<Arc<ScalarUDF>> {
+    vec![normalize_email::udf(), normalize_phone::udf()]
+}
+
+/// Registers every c360 function with `registry`, replacing functions of the same name.
+pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
+    for udf in all_scalar_functions() {
+        registry.register_udf(udf)?;
+    }
+    Ok(())
+}
+
+/// Expression builders for the DataFrame API.
+pub mod expr_fn {
+    use datafusion::logical_expr::Expr;
+
+    /// `normalize_email(email)`
+    pub fn normalize_email(email: Expr) -> Expr {
+        super::normalize_email::udf().call(vec![email])
+    }
+
+    /// `normalize_email(email, canonical)`: also folds Gmail dots and `+tags`.
+    pub fn normalize_email_canonical(email: Expr, canonical: Expr) -> Expr {
+        super::normalize_email::udf().call(vec![email, canonical])
+    }
+
+    /// `normalize_phone(phone [, default_country])`
+    pub fn normalize_phone(phone: Expr, default_country: Option<Expr>) -> Expr {
+        let mut args = vec![phone];
+        args.extend(default_country);
+        super::normalize_phone::udf().call(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn no_duplicate_names() {
+        let mut names = HashSet::new();
+        for f in all_scalar_functions() {
+            for name in std::iter::once(f.name()).chain(f.aliases().iter().map(String::as_str)) {
+                assert!(
+                    names.insert(name.to_lowercase()),
+                    "duplicate function name {name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_function_is_documented() {
+        for f in all_scalar_functions() {
+            let doc = f.documentation().expect("documentation");
+            assert!(
+                !doc.description.is_empty(),
+                "{} has no description",
+                f.name()
+            );
+        }
+    }
+}
