@@ -86,6 +86,7 @@ impl TableProviderFactory for LakeTableFactory {
             Format::Parquet | Format::Auto => {
                 for location in &cmd.locations {
                     let url = resolve_location(location, None)?;
+                    super::ensure_exists(&url, &storage).await?;
                     storage::register_store(state.runtime_env(), &url, &storage)?;
                 }
                 let mut cmd = cmd.clone();
@@ -112,12 +113,16 @@ async fn open_delta(
     timestamp: Option<String>,
 ) -> Result<Arc<dyn TableProvider>> {
     let url = resolve_location(location, None)?;
-    let mut builder =
-        DeltaTableBuilder::from_url(url.clone())?.with_storage_options(storage.for_delta(&url));
-    if url.scheme() == "memory" {
-        builder = builder.with_storage_backend(storage::memory_store(), url.clone());
-    }
-    match (version, timestamp) {
+    super::ensure_exists(&url, storage).await?;
+    let builder = || -> Result<DeltaTableBuilder> {
+        let mut b =
+            DeltaTableBuilder::from_url(url.clone())?.with_storage_options(storage.for_delta(&url));
+        if url.scheme() == "memory" {
+            b = b.with_storage_backend(storage::memory_store(), url.clone());
+        }
+        Ok(b)
+    };
+    let loaded = match (version, timestamp) {
         (Some(_), Some(_)) => {
             return Err(Error::location(
                 location,
@@ -131,26 +136,60 @@ async fn open_delta(
                     format!("version must be a whole number, got '{v}'"),
                 )
             })?;
-            builder = builder.with_version(v);
+            match builder()?.with_version(v).load().await {
+                Ok(table) => Ok(table),
+                // delta-rs reports a missing version through the log segment; say it plainly.
+                Err(e) => match builder()?.load().await.ok().and_then(|t| t.version()) {
+                    Some(latest) if v > latest as u64 => {
+                        return Err(Error::location(
+                            location,
+                            format!("the Delta table has no version {v}: the latest is {latest}"),
+                        ))
+                    }
+                    _ => Err(e),
+                },
+            }
         }
         (None, Some(ts)) => {
-            builder = builder.with_datestring(&ts).map_err(|e| {
+            let b = builder()?.with_datestring(&ts).map_err(|e| {
                 Error::location(
                     location,
                     format!("timestamp must be RFC 3339 such as '2026-01-31T12:00:00Z', got '{ts}': {e}"),
                 )
             })?;
+            let requested = chrono::DateTime::parse_from_rfc3339(ts.trim())
+                .map(|t| t.timestamp_millis())
+                .ok();
+            match b.load().await {
+                // delta-rs falls back to the first version for times before it; a read "as of"
+                // a time the table did not exist yet is a mistake worth stopping.
+                Ok(table) => {
+                    let committed = table
+                        .version()
+                        .and_then(|v| table.snapshot().ok()?.version_timestamp(v));
+                    if let (Some(req), Some(at)) = (requested, committed) {
+                        if at > req {
+                            let first = chrono::DateTime::from_timestamp_millis(at)
+                                .map(|d| d.to_rfc3339())
+                                .unwrap_or_default();
+                            return Err(Error::location(
+                                location,
+                                format!("the Delta table has no version at or before {ts}: its first commit is at {first}"),
+                            ));
+                        }
+                    }
+                    Ok(table)
+                }
+                Err(e) => Err(e),
+            }
         }
-        (None, None) => {}
-    }
-    let table = builder.load().await.map_err(|e| match e {
+        (None, None) => builder()?.load().await,
+    };
+    let table = loaded.map_err(|e| match e {
         DeltaTableError::NotATable(_) => Error::location(
             location,
             "not a Delta table: no _delta_log/ with commits found (use format = \"parquet\" for plain Parquet files)",
         ),
-        DeltaTableError::InvalidVersion(v) => {
-            Error::location(location, format!("the Delta table has no version {v}"))
-        }
         other => Error::location(location, other),
     })?;
     // The scan reads data files through the session's store for this bucket: make it the
