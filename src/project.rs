@@ -237,9 +237,7 @@ impl Project {
             let provider = lake::open(&state, &input.name, &input.table, None)
                 .await
                 .map_err(wrap)?;
-            input
-                .check_columns(&provider.schema(), &self.path)
-                .map_err(wrap)?;
+            input.check_columns(&provider.schema(), &self.path)?;
             ctx.register_table(input.name.as_str(), provider)?;
         }
         Ok(())

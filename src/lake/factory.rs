@@ -84,22 +84,38 @@ impl TableProviderFactory for LakeTableFactory {
                 Ok(open_delta(state, location, &storage, version, timestamp).await?)
             }
             Format::Parquet | Format::Auto => {
+                let mut locations = Vec::with_capacity(cmd.locations.len());
                 for location in &cmd.locations {
-                    let url = resolve_location(location, None)?;
-                    super::ensure_exists(&url, &storage).await?;
+                    let mut url = resolve_location(location, None)?;
+                    // A folder must end in '/' for the listing to treat it as one.
+                    if super::stat(&url, &storage).await? == super::Stored::Directory
+                        && !url.path().ends_with('/')
+                    {
+                        url.set_path(&format!("{}/", url.path()));
+                    }
                     storage::register_store(state.runtime_env(), &url, &storage)?;
+                    locations.push(url);
                 }
-                let mut cmd = cmd.clone();
-                cmd.file_type = "PARQUET".into();
-                cmd.options = rest;
-                let provider = ListingTableFactory::new().create(state, &cmd).await;
-                provider.map_err(|e| {
-                    DataFusionError::Plan(format!(
-                        "Parquet table '{}' at '{}': {e}",
-                        cmd.name,
-                        cmd.locations.join("', '")
-                    ))
-                })
+                let mut parquet = cmd.clone();
+                parquet.file_type = "PARQUET".into();
+                parquet.options = rest;
+                parquet.locations = locations.iter().map(ToString::to_string).collect();
+                match ListingTableFactory::new().create(state, &parquet).await {
+                    Ok(provider) => Ok(provider),
+                    Err(e) => {
+                        for url in &locations {
+                            if let Some(cause) = super::find_unreadable_parquet(url, &storage).await
+                            {
+                                return Err(Error::location(url.as_str(), cause).into());
+                            }
+                        }
+                        Err(e.context(format!(
+                            "Parquet table '{}' at '{}'",
+                            cmd.name,
+                            parquet.locations.join("', '")
+                        )))
+                    }
+                }
             }
         }
     }

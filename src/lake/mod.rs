@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::common::DFSchema;
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::logical_expr::CreateExternalTable;
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
@@ -127,24 +128,55 @@ fn object_path(url: &Url) -> Result<ObjectPath> {
     ObjectPath::from_url_path(url.path()).map_err(|e| Error::location(url.as_str(), e))
 }
 
+/// What a location points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    File,
+    Directory,
+    /// A glob, resolved by the reader.
+    Pattern,
+}
+
 /// Fails unless something is stored at `url`, naming the location and the store's answer.
-async fn ensure_exists(url: &Url, storage: &StorageOptions) -> Result<()> {
+pub(crate) async fn stat(url: &Url, storage: &StorageOptions) -> Result<Stored> {
     if has_glob(url) {
-        return Ok(());
+        return Ok(Stored::Pattern);
     }
     let store = storage::object_store_for(url, storage)?;
     let path = object_path(url)?;
-    if store.head(&path).await.is_ok() {
-        return Ok(());
+    if !url.path().ends_with('/') && store.head(&path).await.is_ok() {
+        return Ok(Stored::File);
     }
     match store.list(Some(&path)).next().await {
-        Some(Ok(_)) => Ok(()),
+        Some(Ok(_)) => Ok(Stored::Directory),
         Some(Err(e)) => Err(Error::location(url.as_str(), e)),
         None => Err(Error::location(
             url.as_str(),
             "no such file or directory: nothing is stored there",
         )),
     }
+}
+
+async fn ensure_exists(url: &Url, storage: &StorageOptions) -> Result<()> {
+    stat(url, storage).await.map(|_| ())
+}
+
+/// Finds the first Parquet file under `url` whose footer cannot be read, so an error can
+/// name the file rather than the table.
+pub(crate) async fn find_unreadable_parquet(url: &Url, storage: &StorageOptions) -> Option<String> {
+    let store = storage::object_store_for(url, storage).ok()?;
+    let prefix = object_path(url).ok()?;
+    let mut files = store.list(Some(&prefix));
+    while let Some(Ok(meta)) = files.next().await {
+        if !meta.location.as_ref().ends_with(".parquet") {
+            continue;
+        }
+        let footer = DFParquetMetadata::new(store.as_ref(), &meta);
+        if let Err(e) = footer.fetch_metadata().await {
+            return Some(format!("cannot read Parquet file '{}': {e}", meta.location));
+        }
+    }
+    None
 }
 
 /// Delta when a `_delta_log/` sits under the location, Parquet otherwise.
