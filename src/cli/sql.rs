@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
@@ -17,8 +16,7 @@ pub fn parse(ctx: &SessionContext, sql: &str) -> Result<Vec<Statement>> {
     let name = ctx.state().config_options().sql_parser.dialect;
     let dialect = dialect_from_str(name)
         .ok_or_else(|| Error::Usage(format!("unsupported SQL dialect {name}")))?;
-    let statements =
-        DFParser::parse_sql_with_dialect(sql, dialect.as_ref()).map_err(DataFusionError::from)?;
+    let statements = DFParser::parse_sql_with_dialect(sql, dialect.as_ref())?;
     Ok(statements.into_iter().collect())
 }
 

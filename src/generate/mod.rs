@@ -17,7 +17,7 @@ use arrow::array::{
     ArrayRef, BooleanArray, Decimal128Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use clap::ValueEnum;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
@@ -67,7 +67,6 @@ impl fmt::Display for Summary {
 
 /// Rows written per Parquet file.
 const ROWS_PER_FILE: usize = 250_000;
-const TABLES: [&str; 5] = ["tracks", "identifies", "orders", "crm_contacts", "payments"];
 
 /// Generates the lake described by `opts`.
 pub async fn generate(opts: &GenerateOptions) -> Result<Summary> {
@@ -516,14 +515,4 @@ async fn write_delta(dir: &Path, batch: &RecordBatch, partitions: &[&str]) -> Re
             .await?;
     }
     Ok(())
-}
-
-/// The schema of each generated source table, for tests and documentation.
-pub fn source_tables() -> &'static [&'static str] {
-    &TABLES
-}
-
-#[allow(dead_code)]
-fn _schema_ref(b: &RecordBatch) -> SchemaRef {
-    b.schema()
 }

@@ -156,7 +156,7 @@ async fn open_delta(
                 Ok(table) => Ok(table),
                 // delta-rs reports a missing version through the log segment; say it plainly.
                 Err(e) => match builder()?.load().await.ok().and_then(|t| t.version()) {
-                    Some(latest) if v > latest as u64 => {
+                    Some(latest) if v > latest => {
                         return Err(Error::location(
                             location,
                             format!("the Delta table has no version {v}: the latest is {latest}"),
