@@ -87,10 +87,16 @@ impl TableProviderFactory for LakeTableFactory {
                 let mut locations = Vec::with_capacity(cmd.locations.len());
                 for location in &cmd.locations {
                     let mut url = resolve_location(location, None)?;
+                    let stored = super::stat(&url, &storage).await?;
+                    if stored == super::Stored::Pattern && url.scheme() != "file" {
+                        return Err(Error::location(
+                            location,
+                            "globs are supported for local paths; on object stores give the folder",
+                        )
+                        .into());
+                    }
                     // A folder must end in '/' for the listing to treat it as one.
-                    if super::stat(&url, &storage).await? == super::Stored::Directory
-                        && !url.path().ends_with('/')
-                    {
+                    if stored == super::Stored::Directory && !url.path().ends_with('/') {
                         url.set_path(&format!("{}/", url.path()));
                     }
                     storage::register_store(state.runtime_env(), &url, &storage)?;
@@ -99,7 +105,20 @@ impl TableProviderFactory for LakeTableFactory {
                 let mut parquet = cmd.clone();
                 parquet.file_type = "PARQUET".into();
                 parquet.options = rest;
-                parquet.locations = locations.iter().map(ToString::to_string).collect();
+                // DataFusion expands globs only in filesystem paths, not in file:// URLs.
+                parquet.locations = locations
+                    .iter()
+                    .map(|url| match url.to_file_path() {
+                        Ok(path) if url.scheme() == "file" => {
+                            let mut p = path.display().to_string();
+                            if url.path().ends_with('/') && !p.ends_with('/') {
+                                p.push('/');
+                            }
+                            p
+                        }
+                        _ => url.to_string(),
+                    })
+                    .collect();
                 match ListingTableFactory::new().create(state, &parquet).await {
                     Ok(provider) => Ok(provider),
                     Err(e) => {
