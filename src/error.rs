@@ -16,7 +16,7 @@ pub enum Error {
     Location { location: String, message: String },
 
     /// An input table could not be opened.
-    #[error("input '{input}' at '{location}' could not be opened: {source}")]
+    #[error("input '{input}' at '{location}' could not be opened: {}", source.cause())]
     Input {
         input: String,
         location: String,
@@ -72,6 +72,14 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// The message without the location, for wrappers that already name it.
+    pub fn cause(&self) -> String {
+        match self {
+            Error::Location { message, .. } => message.clone(),
+            other => other.to_string(),
         }
     }
 

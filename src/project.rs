@@ -285,17 +285,10 @@ where
     for (k, _) in &pairs {
         if let Err(e) = StorageOptions::parse([(*k, "")]) {
             let span = raw[*k].span();
-            return Err(at(span, &format!("{key}.{k}"), strip_location_prefix(&e)));
+            return Err(at(span, &format!("{key}.{k}"), e.cause()));
         }
     }
     StorageOptions::parse(pairs.iter().map(|(k, v)| (*k, v.as_str())))
-}
-
-fn strip_location_prefix(e: &Error) -> String {
-    match e {
-        Error::Location { message, .. } => message.clone(),
-        other => other.to_string(),
-    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

@@ -418,6 +418,7 @@ fn activity(rng: &mut ChaCha8Rng, i: usize, p: &Person, lake: &mut Lake, exp: &m
             let email = p.email.as_deref().expect("buyers have an email");
             let pay_ts = ts + rng.random_range(1..600) * 1_000_000;
             lake.saw(i, "email", email);
+            lake.saw(i, "payment_id", &format!("pay_{}_{k}", &p.id[1..]));
             lake.payments.push(Payment {
                 payment_id: format!("pay_{}_{k}", &p.id[1..]),
                 customer_email: messy_email(rng, email),

@@ -2,5 +2,6 @@
 
 mod cli;
 mod common;
+mod generate;
 mod lake;
 mod s3;
