@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, StringArrayType, StringBuilder};
 use arrow::datatypes::DataType;
+use datafusion::common::types::logical_string;
 use datafusion::common::{exec_err, Result, ScalarValue};
-use datafusion::logical_expr::ColumnarValue;
+use datafusion::logical_expr::{
+    Coercion, ColumnarValue, Signature, TypeSignature, TypeSignatureClass, Volatility,
+};
 
 /// Applies `f` to each non-null string of `array`, producing a `Utf8` array of the same length.
 /// `f` returning `None` yields a null (the functions' "no valid value" answer).
@@ -44,4 +47,16 @@ pub(crate) fn same_shape(args: &[ColumnarValue], out: ArrayRef) -> Result<Column
     } else {
         Ok(ColumnarValue::Array(out))
     }
+}
+
+/// `f(text)` or `f(text, second)`, strings of any encoding.
+pub(crate) fn string_with_optional(second: TypeSignatureClass) -> Signature {
+    let string = || Coercion::new_exact(TypeSignatureClass::Native(logical_string()));
+    Signature::one_of(
+        vec![
+            TypeSignature::Coercible(vec![string()]),
+            TypeSignature::Coercible(vec![string(), Coercion::new_exact(second)]),
+        ],
+        Volatility::Immutable,
+    )
 }

@@ -5,15 +5,15 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
-use datafusion::common::types::{logical_boolean, logical_string};
+use datafusion::common::types::logical_boolean;
 use datafusion::common::{exec_err, Result};
 use datafusion::logical_expr::{
-    Coercion, ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature, TypeSignature, TypeSignatureClass, Volatility,
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TypeSignatureClass,
 };
 use datafusion_macros::user_doc;
 
-use crate::common::{map_strings, same_shape};
+use crate::common::{map_strings, same_shape, string_with_optional};
 
 /// The shared instance, for registries and expression builders.
 pub fn udf() -> Arc<ScalarUDF> {
@@ -56,16 +56,8 @@ impl Default for NormalizeEmail {
 
 impl NormalizeEmail {
     pub fn new() -> Self {
-        let string = || Coercion::new_exact(TypeSignatureClass::Native(logical_string()));
-        let boolean = Coercion::new_exact(TypeSignatureClass::Native(logical_boolean()));
         Self {
-            signature: Signature::one_of(
-                vec![
-                    TypeSignature::Coercible(vec![string()]),
-                    TypeSignature::Coercible(vec![string(), boolean]),
-                ],
-                Volatility::Immutable,
-            ),
+            signature: string_with_optional(TypeSignatureClass::Native(logical_boolean())),
         }
     }
 }

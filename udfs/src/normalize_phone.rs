@@ -9,12 +9,12 @@ use arrow::datatypes::DataType;
 use datafusion::common::types::logical_string;
 use datafusion::common::{exec_err, Result};
 use datafusion::logical_expr::{
-    Coercion, ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature, TypeSignature, TypeSignatureClass, Volatility,
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TypeSignatureClass,
 };
 use datafusion_macros::user_doc;
 
-use crate::common::{map_strings, same_shape};
+use crate::common::{map_strings, same_shape, string_with_optional};
 
 /// The shared instance, for registries and expression builders.
 pub fn udf() -> Arc<ScalarUDF> {
@@ -59,15 +59,8 @@ impl Default for NormalizePhone {
 
 impl NormalizePhone {
     pub fn new() -> Self {
-        let string = || Coercion::new_exact(TypeSignatureClass::Native(logical_string()));
         Self {
-            signature: Signature::one_of(
-                vec![
-                    TypeSignature::Coercible(vec![string()]),
-                    TypeSignature::Coercible(vec![string(), string()]),
-                ],
-                Volatility::Immutable,
-            ),
+            signature: string_with_optional(TypeSignatureClass::Native(logical_string())),
         }
     }
 }
