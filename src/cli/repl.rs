@@ -160,9 +160,9 @@ async fn command(ctx: &SessionContext, cmd: Command, print: &mut PrintOptions) -
             format!("DESCRIBE {name}")
         }
         Command::ListFunctions => {
-            let names: Vec<String> = c360_udfs::all_scalar_functions()
+            let names: Vec<String> = c360_udfs::function_names()
                 .iter()
-                .map(|f| format!("'{}'", f.name()))
+                .map(|name| format!("'{name}'"))
                 .collect();
             format!(
                 "SELECT DISTINCT routine_name AS function, function_type, description, syntax_example \

@@ -6,21 +6,42 @@ use std::sync::Arc;
 
 use datafusion::common::Result;
 use datafusion::execution::FunctionRegistry;
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 
 mod common;
+pub mod connected_components;
 pub mod normalize_email;
 pub mod normalize_phone;
+pub mod union_find;
 
 /// Every scalar function c360 provides.
 pub fn all_scalar_functions() -> Vec<Arc<ScalarUDF>> {
     vec![normalize_email::udf(), normalize_phone::udf()]
 }
 
+/// Every aggregate function c360 provides.
+pub fn all_aggregate_functions() -> Vec<Arc<AggregateUDF>> {
+    vec![connected_components::udaf()]
+}
+
+/// Names of every c360 function, for listings.
+pub fn function_names() -> Vec<String> {
+    let scalar = all_scalar_functions()
+        .into_iter()
+        .map(|f| f.name().to_string());
+    let aggregate = all_aggregate_functions()
+        .into_iter()
+        .map(|f| f.name().to_string());
+    scalar.chain(aggregate).collect()
+}
+
 /// Registers every c360 function with `registry`, replacing functions of the same name.
 pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
     for udf in all_scalar_functions() {
         registry.register_udf(udf)?;
+    }
+    for udaf in all_aggregate_functions() {
+        registry.register_udaf(udaf)?;
     }
     Ok(())
 }
@@ -37,6 +58,11 @@ pub mod expr_fn {
     /// `normalize_email(email, canonical)`: also folds Gmail dots and `+tags`.
     pub fn normalize_email_canonical(email: Expr, canonical: Expr) -> Expr {
         super::normalize_email::udf().call(vec![email, canonical])
+    }
+
+    /// `connected_components(id_a, id_b)`
+    pub fn connected_components(id_a: Expr, id_b: Expr) -> Expr {
+        super::connected_components::udaf().call(vec![id_a, id_b])
     }
 
     /// `normalize_phone(phone [, default_country])`
