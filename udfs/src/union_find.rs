@@ -85,8 +85,8 @@ impl StringUnionFind {
         let n = self.names.len();
         let roots: Vec<u32> = (0..n as u32).map(|i| self.find(i)).collect();
         let mut smallest: Vec<u32> = (0..n as u32).collect();
-        for i in 0..n {
-            let r = roots[i] as usize;
+        for (i, &r) in roots.iter().enumerate() {
+            let r = r as usize;
             if self.names[i] < self.names[smallest[r] as usize] {
                 smallest[r] = i as u32;
             }
