@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod error;
 pub mod generate;
+pub mod identity;
 pub mod lake;
 pub mod project;
 
@@ -39,11 +40,12 @@ fn register_state(state: &mut SessionState) -> Result<()> {
     Ok(())
 }
 
-/// A session configured for c360 (information schema on, for `\d` and tooling) with
-/// everything registered.
+/// A session configured for c360 (information schema on, for `\d` and tooling; files
+/// readable by path) with everything registered.
 pub fn session() -> Result<SessionContext> {
     let config = SessionConfig::new().with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
+    // Files can be queried by path too: `SELECT * FROM 'lake/orders/part-0.parquet'`.
+    let ctx = SessionContext::new_with_config(config).enable_url_table();
     register(&ctx)?;
     Ok(ctx)
 }

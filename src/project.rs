@@ -30,6 +30,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::identity::config::{IdentityConfig, RawIdentity};
 use crate::lake::{self, Format, StorageOptions, TableSpec, TimeTravel};
 
 /// Id types c360 knows how to normalize; others are accepted and compared as written.
@@ -49,6 +50,10 @@ pub struct Project {
     /// The project file, as given.
     pub path: PathBuf,
     pub inputs: Vec<Input>,
+    /// The `[identity]` section, with defaults where it is silent.
+    pub identity: IdentityConfig,
+    /// Whether the file has an `[identity]` section: sessions then build the graph.
+    pub has_identity: bool,
 }
 
 /// One input table of the lake.
@@ -77,6 +82,7 @@ struct RawProject {
     storage: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     inputs: Vec<Spanned<RawInput>>,
+    identity: Option<RawIdentity>,
 }
 
 #[derive(Deserialize, Default)]
@@ -217,10 +223,23 @@ impl Project {
                 line,
             });
         }
+        let mut declared: Vec<String> = inputs
+            .iter()
+            .flat_map(|i| i.ids.iter().map(|c| c.id_type.clone()))
+            .collect();
+        declared.sort();
+        declared.dedup();
+        let identity = IdentityConfig::from_raw(
+            raw.identity.as_ref().unwrap_or(&RawIdentity::default()),
+            &declared,
+            &at,
+        )?;
         Ok(Project {
             name: raw.project.name.unwrap_or_else(|| "c360".into()),
             path: path.to_path_buf(),
             inputs,
+            identity,
+            has_identity: raw.identity.is_some(),
         })
     }
 

@@ -12,8 +12,24 @@ use sqllogictest::strict_column_validator;
 
 type BoxError = Box<dyn std::error::Error>;
 
-async fn run_file(path: &Path, relative: PathBuf, complete: bool) -> Result<(), BoxError> {
+/// Files named `demo_*.slt` run over the demo project: its inputs and identity graph.
+async fn session_for(path: &Path) -> Result<datafusion::prelude::SessionContext, BoxError> {
     let ctx = c360::session()?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if name.starts_with("demo_") {
+        let project = c360::project::Project::load("testdata/demo/c360.toml")?;
+        project.register_inputs(&ctx).await?;
+        let graph = c360::identity::build(&ctx, &project, None).await?;
+        c360::identity::register_tables(&ctx, std::sync::Arc::new(graph))?;
+    }
+    Ok(ctx)
+}
+
+async fn run_file(path: &Path, relative: PathBuf, complete: bool) -> Result<(), BoxError> {
+    let ctx = session_for(path).await?;
     let mut runner = sqllogictest::Runner::new(|| {
         let (ctx, relative) = (ctx.clone(), relative.clone());
         async move { Ok(DataFusion::new(ctx, relative, ProgressBar::hidden())) }

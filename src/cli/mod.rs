@@ -1,4 +1,5 @@
-//! The `c360` command line: `sql`, `repl` and `generate`. Exit codes: 0 success, 1 a
+//! The `c360` command line: `sql`, `repl` and `generate`. With a project that has an
+//! `[identity]` section, sessions also hold the identity graph's tables and `why_merged`. Exit codes: 0 success, 1 a
 //! query or runtime failure, 2 bad usage, 3 a bad project file, 4 an input that cannot
 //! be opened.
 
@@ -121,7 +122,12 @@ fn print_options(format: OutputFormat, interactive: bool) -> PrintOptions {
 pub async fn open_session(project: Option<&PathBuf>) -> Result<SessionContext> {
     let ctx = crate::session()?;
     if let Some(path) = project {
-        Project::load(path)?.register_inputs(&ctx).await?;
+        let project = Project::load(path)?;
+        project.register_inputs(&ctx).await?;
+        if project.has_identity {
+            let graph = crate::identity::build(&ctx, &project, None).await?;
+            crate::identity::register_tables(&ctx, std::sync::Arc::new(graph))?;
+        }
     }
     Ok(ctx)
 }

@@ -131,6 +131,19 @@ fn remove_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Identity rules for the generated lake: defaults catch its junk values; a device signed
+/// into by two accounts is a household's shared device and must link no one.
+const IDENTITY_SECTION: &str = r#"[identity]
+priority = ["user_id", "crm_id", "email", "phone", "payment_id", "anonymous_id"]
+
+[identity.hubs]
+# A device signed into by more than one account is shared: it links no one.
+anonymous_id = { user_id = 1 }
+
+[identity.limits]
+user_id = 1
+"#;
+
 /// The project file for the generated lake: clickstream as Parquet (what event pipelines
 /// drop), business systems as Delta.
 fn project_file(format: LakeFormat) -> String {
@@ -185,6 +198,7 @@ fn project_file(format: LakeFormat) -> String {
         "ts",
         "payment_id = \"payment_id\", customer_email = \"email\"",
     );
+    s += IDENTITY_SECTION;
     s.truncate(s.trim_end().len());
     s.push('\n');
     s

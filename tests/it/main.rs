@@ -3,5 +3,6 @@
 mod cli;
 mod common;
 mod generate;
+mod identity;
 mod lake;
 mod s3;

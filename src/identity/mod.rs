@@ -1,0 +1,550 @@
+//! The identity graph: every identifier of every input, linked where a row carries two or
+//! more of them, guarded against over-merging, closed transitively and given stable
+//! canonical ids.
+//!
+//! Build steps: (1) per input, a DataFusion query normalizes the id columns; each row's
+//! surviving identifiers (blocklisted ones go to quarantine) become a star centred on its
+//! most trusted identifier; (2) identifiers linked to too many of another type (hubs) are
+//! quarantined; (3) edges are merged most-trusted evidence first with union-find over
+//! dictionary-encoded identifiers, and an edge whose merge would break a per-person limit is
+//! quarantined instead; (4) components get canonical ids (see [`canonical`]).
+
+pub mod canonical;
+pub mod config;
+mod tables;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+
+pub use canonical::Change;
+pub use config::IdentityConfig;
+
+use crate::error::Result;
+use crate::project::Project;
+
+/// A previous run's graph: `(id_type, id_value) -> (canonical_id, first_seen)`.
+pub type Previous = HashMap<(String, String), (String, i64)>;
+
+/// One link between two identifiers, as seen in one input.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub a: u32,
+    pub b: u32,
+    pub input: u16,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub rows: u64,
+    pub accepted: bool,
+}
+
+/// Something kept out of stitching, and why.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub id_type: String,
+    pub value: String,
+    /// For a rejected edge: the other end.
+    pub other: Option<(String, String)>,
+    pub rule: String,
+    pub rows: u64,
+}
+
+/// The built graph.
+#[derive(Debug, Default)]
+pub struct IdentityGraph {
+    pub types: Vec<String>,
+    pub inputs: Vec<String>,
+    node_type: Vec<u16>,
+    node_value: Vec<Box<str>>,
+    first_seen: Vec<i64>,
+    last_seen: Vec<i64>,
+    /// Bit i set: seen in input i.
+    sources: Vec<u64>,
+    index: HashMap<(u16, Box<str>), u32>,
+    pub edges: Vec<Edge>,
+    pub quarantine: Vec<Quarantined>,
+    /// Per node: index into `canonical`.
+    component: Vec<u32>,
+    /// Per component: its id and what happened to it since the previous graph.
+    canonical: Vec<(String, Change)>,
+}
+
+/// Union-find over dense node ids, with per-component counts of each id type for limits.
+struct Closure {
+    parent: Vec<u32>,
+    size: Vec<u32>,
+    counts: Vec<Vec<u32>>,
+}
+
+impl Closure {
+    fn new(node_type: &[u16], n_types: usize, track_counts: bool) -> Self {
+        let n = node_type.len();
+        let counts = if track_counts {
+            node_type
+                .iter()
+                .map(|&t| {
+                    let mut c = vec![0; n_types];
+                    c[t as usize] = 1;
+                    c
+                })
+                .collect()
+        } else {
+            vec![]
+        };
+        Self {
+            parent: (0..n as u32).collect(),
+            size: vec![1; n],
+            counts,
+        }
+    }
+
+    fn find(&mut self, mut i: u32) -> u32 {
+        while self.parent[i as usize] != i {
+            let g = self.parent[self.parent[i as usize] as usize];
+            self.parent[i as usize] = g;
+            i = g;
+        }
+        i
+    }
+
+    fn union_roots(&mut self, mut a: u32, mut b: u32) {
+        if self.size[a as usize] < self.size[b as usize] {
+            std::mem::swap(&mut a, &mut b);
+        }
+        self.parent[b as usize] = a;
+        self.size[a as usize] += self.size[b as usize];
+        if !self.counts.is_empty() {
+            let moved = std::mem::take(&mut self.counts[b as usize]);
+            for (t, n) in moved.into_iter().enumerate() {
+                self.counts[a as usize][t] += n;
+            }
+        }
+    }
+}
+
+impl IdentityGraph {
+    pub fn len(&self) -> usize {
+        self.node_value.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.node_value.is_empty()
+    }
+
+    pub fn components(&self) -> usize {
+        self.canonical.len()
+    }
+
+    fn type_id(&self, id_type: &str) -> Option<u16> {
+        self.types
+            .iter()
+            .position(|t| t == id_type)
+            .map(|i| i as u16)
+    }
+
+    fn node(&self, id_type: &str, value: &str) -> Option<u32> {
+        let t = self.type_id(id_type)?;
+        self.index.get(&(t, Box::from(value))).copied()
+    }
+
+    /// The canonical id of an identifier (already normalized), if it is in the graph.
+    pub fn canonical_id(&self, id_type: &str, value: &str) -> Option<&str> {
+        let n = self.node(id_type, value)?;
+        Some(
+            self.canonical[self.component[n as usize] as usize]
+                .0
+                .as_str(),
+        )
+    }
+
+    fn intern(&mut self, t: u16, value: &str, input: usize, ts: Option<i64>) -> u32 {
+        let n = match self.index.get(&(t, Box::from(value))) {
+            Some(&n) => n,
+            None => {
+                let n = self.node_value.len() as u32;
+                self.index.insert((t, value.into()), n);
+                self.node_type.push(t);
+                self.node_value.push(value.into());
+                self.first_seen.push(i64::MAX);
+                self.last_seen.push(i64::MIN);
+                self.sources.push(0);
+                n
+            }
+        };
+        let i = n as usize;
+        if let Some(ts) = ts {
+            self.first_seen[i] = self.first_seen[i].min(ts);
+            self.last_seen[i] = self.last_seen[i].max(ts);
+        }
+        self.sources[i] |= 1 << input.min(63);
+        n
+    }
+
+    fn bytes(&self) -> usize {
+        let text: usize = self.node_value.iter().map(|v| 2 * v.len()).sum();
+        text + self.node_value.len() * 64 + self.edges.len() * std::mem::size_of::<Edge>()
+    }
+
+    /// The shortest chain of accepted edges joining two identifiers, or `None`.
+    pub fn why_merged(&self, a: (&str, &str), b: (&str, &str)) -> Option<Vec<&Edge>> {
+        let (from, to) = (self.node(a.0, a.1)?, self.node(b.0, b.1)?);
+        if from == to {
+            return Some(vec![]);
+        }
+        let mut adjacent: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (i, e) in self.edges.iter().enumerate().filter(|(_, e)| e.accepted) {
+            adjacent.entry(e.a).or_default().push(i);
+            adjacent.entry(e.b).or_default().push(i);
+        }
+        // Neighbours in identifier order, so equally short paths are chosen the same way
+        // whatever order the rows were read in.
+        for list in adjacent.values_mut() {
+            list.sort_by_cached_key(|&e| {
+                let edge = &self.edges[e];
+                (self.describe(edge.a), self.describe(edge.b), edge.input)
+            });
+        }
+        let mut came_by: HashMap<u32, Option<usize>> = HashMap::from([(from, None)]);
+        let mut queue = VecDeque::from([from]);
+        while let Some(n) = queue.pop_front() {
+            if n == to {
+                let mut path = vec![];
+                let mut at = to;
+                while let Some(Some(e)) = came_by.get(&at) {
+                    let edge = &self.edges[*e];
+                    path.push(edge);
+                    at = if edge.a == at { edge.b } else { edge.a };
+                }
+                path.reverse();
+                return Some(path);
+            }
+            for &e in adjacent.get(&n).into_iter().flatten() {
+                let edge = &self.edges[e];
+                let next = if edge.a == n { edge.b } else { edge.a };
+                if let std::collections::hash_map::Entry::Vacant(v) = came_by.entry(next) {
+                    v.insert(Some(e));
+                    queue.push_back(next);
+                }
+            }
+        }
+        None
+    }
+
+    /// This graph as the previous run's graph of the next build: every identifier with its
+    /// canonical id and the first-seen time of its cluster.
+    pub fn as_previous(&self) -> Previous {
+        let mut cluster_first = vec![i64::MAX; self.canonical.len()];
+        for (node, &c) in self.component.iter().enumerate() {
+            cluster_first[c as usize] = cluster_first[c as usize].min(self.first_seen[node]);
+        }
+        (0..self.len())
+            .map(|n| {
+                let (t, v) = self.describe(n as u32);
+                let c = self.component[n] as usize;
+                (
+                    (t.to_string(), v.to_string()),
+                    (self.canonical[c].0.clone(), cluster_first[c]),
+                )
+            })
+            .collect()
+    }
+
+    /// `(type, value)` of a node.
+    pub fn describe(&self, n: u32) -> (&str, &str) {
+        (
+            self.types[self.node_type[n as usize] as usize].as_str(),
+            &self.node_value[n as usize],
+        )
+    }
+}
+
+/// Builds the identity graph of `project`'s inputs, registered in `ctx`.
+pub async fn build(
+    ctx: &SessionContext,
+    project: &Project,
+    previous: Option<&Previous>,
+) -> Result<IdentityGraph> {
+    let config = &project.identity;
+    let mut g = IdentityGraph {
+        types: config.priority.clone(),
+        ..Default::default()
+    };
+    let mut reservation =
+        MemoryConsumer::new("identity graph").register(&ctx.runtime_env().memory_pool);
+    let mut blocked: HashMap<(String, String), (String, u64)> = HashMap::new();
+    let mut edge_index: HashMap<(u32, u32, u16), usize> = HashMap::new();
+    for input in project.inputs.iter().filter(|i| !i.ids.is_empty()) {
+        let input_no = g.inputs.len();
+        g.inputs.push(input.name.clone());
+        let columns: Vec<String> = input
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                format!(
+                    "{} AS i{i}",
+                    config.normalize[&id.id_type].sql(&format!("\"{}\"", id.column))
+                )
+            })
+            .collect();
+        let time = match &input.event_time {
+            Some(c) => format!("CAST(\"{c}\" AS TIMESTAMP) AS t"),
+            None => "CAST(NULL AS TIMESTAMP) AS t".into(),
+        };
+        let sql = format!(
+            "SELECT {}, {time} FROM \"{}\"",
+            columns.join(", "),
+            input.name
+        );
+        let types: Vec<u16> = input
+            .ids
+            .iter()
+            .map(|id| g.type_id(&id.id_type).expect("declared"))
+            .collect();
+        let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let values: Vec<_> = (0..types.len())
+                .map(|c| cast(batch.column(c), &DataType::Utf8))
+                .collect::<std::result::Result<_, _>>()?;
+            let ts = cast(
+                batch.column(types.len()),
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+            )?;
+            let ts = ts.as_primitive::<TimestampMicrosecondType>();
+            let mut row_ids: Vec<u32> = Vec::with_capacity(types.len());
+            for r in 0..batch.num_rows() {
+                row_ids.clear();
+                let t = ts.is_valid(r).then(|| ts.value(r));
+                for (c, &ty) in types.iter().enumerate() {
+                    let col = values[c].as_string::<i32>();
+                    if col.is_null(r) {
+                        continue;
+                    }
+                    let v = col.value(r);
+                    let type_name = &g.types[ty as usize];
+                    if let Some(rule) = config.blocklist.get(type_name).and_then(|b| b.rule_for(v))
+                    {
+                        blocked
+                            .entry((type_name.clone(), v.to_string()))
+                            .or_insert((rule, 0))
+                            .1 += 1;
+                        continue;
+                    }
+                    let n = g.intern(ty, v, input_no, t);
+                    if !row_ids.contains(&n) {
+                        row_ids.push(n);
+                    }
+                }
+                // A star around the most trusted identifier of the row.
+                let Some(&center) = row_ids
+                    .iter()
+                    .min_by_key(|&&n| (g.node_type[n as usize], n))
+                else {
+                    continue;
+                };
+                for &other in row_ids.iter().filter(|&&n| n != center) {
+                    let key = (center.min(other), center.max(other), input_no as u16);
+                    let i = *edge_index.entry(key).or_insert_with(|| {
+                        g.edges.push(Edge {
+                            a: key.0,
+                            b: key.1,
+                            input: key.2,
+                            first_seen: i64::MAX,
+                            last_seen: i64::MIN,
+                            rows: 0,
+                            accepted: false,
+                        });
+                        g.edges.len() - 1
+                    });
+                    let e = &mut g.edges[i];
+                    e.rows += 1;
+                    if let Some(t) = t {
+                        e.first_seen = e.first_seen.min(t);
+                        e.last_seen = e.last_seen.max(t);
+                    }
+                }
+            }
+            grow(&mut reservation, g.bytes() + edge_index.len() * 24)?;
+        }
+    }
+    drop(edge_index);
+    for ((id_type, value), (rule, rows)) in blocked {
+        g.quarantine.push(Quarantined {
+            id_type,
+            value,
+            other: None,
+            rule,
+            rows,
+        });
+    }
+    close(&mut g, config);
+    name_components(&mut g, previous);
+    g.quarantine
+        .sort_by(|a, b| (&a.rule, &a.id_type, &a.value).cmp(&(&b.rule, &b.id_type, &b.value)));
+    Ok(g)
+}
+
+fn grow(reservation: &mut MemoryReservation, bytes: usize) -> Result<()> {
+    if bytes > reservation.size() {
+        reservation.try_grow(bytes - reservation.size())?;
+    }
+    Ok(())
+}
+
+/// Hub detection, then the limit-guarded transitive closure.
+fn close(g: &mut IdentityGraph, config: &IdentityConfig) {
+    let n = g.len();
+    let n_types = g.types.len();
+    // Hubs: distinct neighbours of each other type.
+    let mut hub = vec![false; n];
+    if !config.hubs.is_empty() {
+        let mut neighbours: HashMap<(u32, u16), std::collections::HashSet<u32>> = HashMap::new();
+        for e in &g.edges {
+            neighbours
+                .entry((e.a, g.node_type[e.b as usize]))
+                .or_default()
+                .insert(e.b);
+            neighbours
+                .entry((e.b, g.node_type[e.a as usize]))
+                .or_default()
+                .insert(e.a);
+        }
+        let mut found: Vec<(u32, String)> = vec![];
+        for ((node, other), set) in &neighbours {
+            let (t, o) = (
+                &g.types[g.node_type[*node as usize] as usize],
+                &g.types[*other as usize],
+            );
+            if let Some(&max) = config.hubs.get(&(t.clone(), o.clone())) {
+                if set.len() as u64 > max {
+                    found.push((
+                        *node,
+                        format!("hub: {t} linked to {} {o} (at most {max})", set.len()),
+                    ));
+                }
+            }
+        }
+        found.sort();
+        found.dedup_by_key(|(n, _)| *n);
+        for (node, rule) in found {
+            hub[node as usize] = true;
+            let (t, v) = g.describe(node);
+            let rows = g
+                .edges
+                .iter()
+                .filter(|e| e.a == node || e.b == node)
+                .map(|e| e.rows)
+                .sum();
+            g.quarantine.push(Quarantined {
+                id_type: t.into(),
+                value: v.into(),
+                other: None,
+                rule,
+                rows,
+            });
+        }
+    }
+    // Most trusted evidence first, so limits reject the least trusted.
+    let rank = |node: u32| g.node_type[node as usize];
+    let mut order: Vec<usize> = (0..g.edges.len()).collect();
+    // Ties break on the identifiers themselves, never on the order rows were read in.
+    order.sort_by_cached_key(|&i| {
+        let e = &g.edges[i];
+        let (ra, rb) = (rank(e.a), rank(e.b));
+        let (a, b) = (g.describe(e.a), g.describe(e.b));
+        (
+            ra.max(rb),
+            ra.min(rb),
+            e.first_seen,
+            a.min(b),
+            a.max(b),
+            e.input,
+        )
+    });
+    let limits: Vec<Option<u32>> = g
+        .types
+        .iter()
+        .map(|t| {
+            config
+                .limits
+                .get(t)
+                .map(|&l| l.min(u64::from(u32::MAX)) as u32)
+        })
+        .collect();
+    let mut closure = Closure::new(&g.node_type, n_types, limits.iter().any(Option::is_some));
+    for i in order {
+        let (a, b) = (g.edges[i].a, g.edges[i].b);
+        if hub[a as usize] || hub[b as usize] {
+            continue;
+        }
+        let (ra, rb) = (closure.find(a), closure.find(b));
+        if ra != rb {
+            let broken = limits.iter().enumerate().find_map(|(t, limit)| {
+                let limit = (*limit)?;
+                let total = closure.counts[ra as usize][t] + closure.counts[rb as usize][t];
+                (total > limit).then_some((t, limit))
+            });
+            if let Some((t, limit)) = broken {
+                let (ta, va) = g.describe(a);
+                let (tb, vb) = g.describe(b);
+                g.quarantine.push(Quarantined {
+                    id_type: ta.into(),
+                    value: va.into(),
+                    other: Some((tb.into(), vb.into())),
+                    rule: format!("limit: at most {limit} {} per person", g.types[t]),
+                    rows: g.edges[i].rows,
+                });
+                continue;
+            }
+            closure.union_roots(ra, rb);
+        }
+        g.edges[i].accepted = true;
+    }
+    let roots: Vec<u32> = (0..n as u32).map(|i| closure.find(i)).collect();
+    let mut dense: HashMap<u32, u32> = HashMap::new();
+    g.component = roots
+        .iter()
+        .map(|r| {
+            let next = dense.len() as u32;
+            *dense.entry(*r).or_insert(next)
+        })
+        .collect();
+}
+
+fn name_components(g: &mut IdentityGraph, previous: Option<&Previous>) {
+    let n_components = g
+        .component
+        .iter()
+        .map(|&c| c as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut members: Vec<Vec<canonical::Member<'_>>> = vec![vec![]; n_components];
+    for (node, &c) in g.component.iter().enumerate() {
+        let id_type = g.types[g.node_type[node] as usize].as_str();
+        let value: &str = &g.node_value[node];
+        let prev = previous
+            .and_then(|p| p.get(&(id_type.to_string(), value.to_string())))
+            .map(|(id, first)| (id.as_str(), *first));
+        members[c as usize].push(canonical::Member {
+            id_type,
+            value,
+            first_seen: g.first_seen[node],
+            previous: prev,
+        });
+    }
+    let named = canonical::assign(&members);
+    g.canonical = named;
+}
+
+/// The graph's tables, for queries: `identity_graph`, `identity_quarantine`,
+/// `identity_edges`, `identity_changes`.
+pub fn register_tables(ctx: &SessionContext, graph: Arc<IdentityGraph>) -> Result<()> {
+    tables::register(ctx, graph)
+}

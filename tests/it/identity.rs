@@ -1,0 +1,193 @@
+//! The identity graph against the generator's ground truth, and canonical ids across runs.
+
+use std::collections::{HashMap, HashSet};
+
+use arrow::array::{Array, AsArray};
+use c360::generate::{generate, GenerateOptions, LakeFormat};
+use c360::identity::{self, IdentityGraph};
+use c360::project::Project;
+use datafusion::prelude::SessionContext;
+
+use crate::common::demo;
+
+struct TruthRow {
+    id_type: String,
+    value: String,
+    person: Option<String>,
+    shared: bool,
+}
+
+async fn truth(ctx: &SessionContext, dir: &std::path::Path) -> Vec<TruthRow> {
+    let path = dir.join("truth/identifiers.parquet");
+    let df = ctx
+        .read_parquet(path.to_str().unwrap(), Default::default())
+        .await
+        .unwrap();
+    let mut out = vec![];
+    for b in df.collect().await.unwrap() {
+        let col = |i: usize| {
+            arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8).unwrap()
+        };
+        let (p, t, v) = (col(0), col(1), col(2));
+        let (p, t, v) = (
+            p.as_string::<i32>(),
+            t.as_string::<i32>(),
+            v.as_string::<i32>(),
+        );
+        let shared = b.column(3).as_boolean();
+        for r in 0..b.num_rows() {
+            out.push(TruthRow {
+                id_type: t.value(r).into(),
+                value: v.value(r).into(),
+                person: p.is_valid(r).then(|| p.value(r).to_string()),
+                shared: shared.value(r),
+            });
+        }
+    }
+    out
+}
+
+async fn graph_of(
+    dir: &std::path::Path,
+    previous: Option<&identity::Previous>,
+) -> (SessionContext, IdentityGraph) {
+    let ctx = c360::session().unwrap();
+    let project = Project::load(dir.join("c360.toml")).unwrap();
+    project.register_inputs(&ctx).await.unwrap();
+    let g = identity::build(&ctx, &project, previous).await.unwrap();
+    (ctx, g)
+}
+
+#[tokio::test]
+async fn demo_graph_matches_the_ground_truth() {
+    let (ctx, g) = graph_of(&demo(), None).await;
+    let truth = truth(&ctx, &demo()).await;
+    let mut id_of_person: HashMap<String, String> = HashMap::new();
+    let mut person_of_id: HashMap<String, String> = HashMap::new();
+    for row in &truth {
+        let canonical = g.canonical_id(&row.id_type, &row.value).map(str::to_string);
+        match (&row.person, row.shared) {
+            // Junk never enters the graph: it is quarantined by the blocklist.
+            (None, _) => assert!(
+                canonical.is_none(),
+                "junk {}:{} was stitched",
+                row.id_type,
+                row.value
+            ),
+            // A shared device links no one: it stands alone.
+            (Some(_), true) => {
+                let c = canonical.expect("shared devices stay in the graph");
+                let hub = g
+                    .quarantine
+                    .iter()
+                    .any(|q| q.value == row.value && q.rule.starts_with("hub"));
+                assert!(
+                    hub,
+                    "shared device {} is not quarantined as a hub",
+                    row.value
+                );
+                assert!(!person_of_id.contains_key(&c) || person_of_id[&c] == "<shared>");
+                person_of_id.insert(c, "<shared>".into());
+            }
+            (Some(p), false) => {
+                let c =
+                    canonical.unwrap_or_else(|| panic!("{}:{} is missing", row.id_type, row.value));
+                let known = id_of_person.entry(p.clone()).or_insert_with(|| c.clone());
+                assert_eq!(
+                    known, &c,
+                    "{p}'s identifiers have two canonical ids ({}:{})",
+                    row.id_type, row.value
+                );
+                let owner = person_of_id.entry(c.clone()).or_insert_with(|| p.clone());
+                assert_eq!(owner, p, "{p} and {owner} share canonical id {c}");
+            }
+        }
+    }
+    assert_eq!(id_of_person.len(), 300);
+    let quarantined: HashSet<&str> = g.quarantine.iter().map(|q| q.value.as_str()).collect();
+    for junk in [
+        "test@test.com",
+        "unknown",
+        "00000000-0000-0000-0000-000000000000",
+        "+15555555555",
+    ] {
+        assert!(
+            quarantined.contains(junk),
+            "{junk} is not in the quarantine"
+        );
+    }
+}
+
+/// Clusters untouched by new data keep their canonical ids when 5% more people arrive.
+#[tokio::test]
+async fn canonical_ids_are_stable_across_runs() {
+    let (old_dir, new_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for (dir, customers) in [(&old_dir, 200), (&new_dir, 210)] {
+        let opts = GenerateOptions {
+            customers,
+            out: dir.path().to_path_buf(),
+            seed: 11,
+            format: LakeFormat::Parquet,
+        };
+        generate(&opts).await.unwrap();
+    }
+    let (ctx, old) = graph_of(old_dir.path(), None).await;
+    let previous = old.as_previous();
+    let (_, new) = graph_of(new_dir.path(), Some(&previous)).await;
+    // Identifiers that new people's rows carry.
+    let truth = truth(&ctx, new_dir.path()).await;
+    let touched: HashSet<(String, String)> = truth
+        .iter()
+        .filter(|r| r.person.as_deref().is_some_and(|p| p >= "p0000200"))
+        .map(|r| (r.id_type.clone(), r.value.clone()))
+        .collect();
+    let mut clusters: HashMap<&str, Vec<&(String, String)>> = HashMap::new();
+    for (key, (canonical, _)) in &previous {
+        clusters.entry(canonical.as_str()).or_default().push(key);
+    }
+    let mut checked = 0;
+    for (canonical, keys) in clusters {
+        if keys.iter().any(|k| touched.contains(*k)) {
+            continue;
+        }
+        for (t, v) in keys {
+            assert_eq!(
+                new.canonical_id(t, v),
+                Some(canonical),
+                "{t}:{v} changed id"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 190, "only {checked} clusters checked");
+    // A rebuild without the previous graph gives the same ids: they come from the data alone.
+    let (_, again) = graph_of(old_dir.path(), None).await;
+    for ((t, v), (canonical, _)) in &previous {
+        assert_eq!(again.canonical_id(t, v), Some(canonical.as_str()));
+    }
+}
+
+#[test]
+fn why_merged_follows_accepted_edges() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (ctx, g) = graph_of(&demo(), None).await;
+        let g = std::sync::Arc::new(g);
+        identity::register_tables(&ctx, g.clone()).unwrap();
+        // A person's email and one of their devices: joined through accepted edges.
+        let batches = ctx
+            .sql("SELECT a.id_value AS email, b.id_value AS device FROM identity_graph a JOIN identity_graph b USING (canonical_id) \
+                  WHERE a.id_type = 'email' AND b.id_type = 'anonymous_id' ORDER BY 1, 2 LIMIT 1")
+            .await.unwrap().collect().await.unwrap();
+        let email = batches[0].column(0).as_string::<i32>().value(0).to_string();
+        let device = batches[0].column(1).as_string::<i32>().value(0).to_string();
+        let path = g.why_merged(("email", &email), ("anonymous_id", &device)).expect("joined");
+        assert!(!path.is_empty() && path.iter().all(|e| e.accepted));
+        let sql = format!("SELECT count(*) FROM why_merged('email', '  {}  ', 'anonymous_id', '{device}')", email.to_uppercase());
+        let n = crate::common::scalar(&ctx, &sql).await;
+        assert_eq!(n as usize, path.len());
+        // Two people are not joined: no rows.
+        let sql = "SELECT count(*) FROM why_merged('email', 'nobody@nowhere.io', 'anonymous_id', 'x')";
+        assert_eq!(crate::common::scalar(&ctx, sql).await, 0);
+    });
+}
