@@ -21,9 +21,13 @@ use lake::{Format, LakeTableFactory};
 
 /// Adds every c360 function and the Delta/Parquet lake table factories to `ctx`.
 pub fn register(ctx: &SessionContext) -> Result<()> {
-    let state = ctx.state_ref();
-    let mut state = state.write();
-    register_state(&mut state)
+    {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        register_state(&mut state)?;
+    }
+    c360_udfs::register_table_functions(ctx);
+    Ok(())
 }
 
 fn register_state(state: &mut SessionState) -> Result<()> {

@@ -11,32 +11,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-/// FNV-1a, 64 bits: stable across platforms, releases and runs.
-fn fnv1a(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            h ^= 0xff;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        for b in part.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
-
-/// The fresh id of a component whose earliest identifier is `id_type:value`.
-pub fn fresh_id(id_type: &str, value: &str, salt: u32) -> String {
-    let salt = salt.to_string();
-    let h = if salt == "0" {
-        fnv1a(&[id_type, value])
-    } else {
-        fnv1a(&[id_type, value, &salt])
-    };
-    format!("c360_{h:016x}")
-}
+pub use c360_udfs::ids::fresh_id;
 
 /// One identifier of a new component, as the assignment needs it.
 #[derive(Debug, Clone)]

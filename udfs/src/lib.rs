@@ -10,8 +10,10 @@ use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 
 mod common;
 pub mod connected_components;
+pub mod ids;
 pub mod normalize_email;
 pub mod normalize_phone;
+pub mod stitch;
 pub mod union_find;
 
 /// Every scalar function c360 provides.
@@ -44,6 +46,12 @@ pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
         registry.register_udaf(udaf)?;
     }
     Ok(())
+}
+
+/// Registers the table functions; they read other tables, so they need the session's catalogs.
+pub fn register_table_functions(ctx: &datafusion::prelude::SessionContext) {
+    let catalogs = ctx.state().catalog_list().clone();
+    ctx.register_udtf("stitch", Arc::new(stitch::Stitch::new(catalogs)));
 }
 
 /// Expression builders for the DataFrame API.

@@ -68,6 +68,16 @@ impl StringUnionFind {
         }
     }
 
+    /// The name of dense id `i`.
+    pub fn name(&self, i: u32) -> &str {
+        &self.names[i as usize]
+    }
+
+    /// Every node's representative.
+    pub fn roots(&mut self) -> Vec<u32> {
+        (0..self.names.len() as u32).map(|i| self.find(i)).collect()
+    }
+
     /// `(name, representative)` pairs that rebuild this partition when linked into
     /// another union-find: the mergeable state.
     pub fn pairs(&mut self) -> Vec<(&str, &str)> {
