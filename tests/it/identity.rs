@@ -191,3 +191,41 @@ fn why_merged_follows_accepted_edges() {
         assert_eq!(crate::common::scalar(&ctx, sql).await, 0);
     });
 }
+
+/// The closure's memory is reserved in DataFusion's pool: over the limit it fails cleanly.
+#[tokio::test]
+async fn closure_respects_the_memory_limit() {
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::prelude::SessionConfig;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(256 * 1024, 1.0)
+        .build_arc()
+        .unwrap();
+    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    c360::register(&ctx).unwrap();
+    ctx.sql(
+        "CREATE TABLE e AS SELECT 'a' AS id_type_a, CAST(v AS VARCHAR) AS id_value_a, \
+         'b' AS id_type_b, CAST(v + 1 AS VARCHAR) AS id_value_b FROM generate_series(1, 200000) t(v)",
+    )
+    .await
+    .unwrap();
+    let err = ctx
+        .sql("SELECT count(*) FROM stitch('e')")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Resources exhausted") && err.contains("StitchExec"),
+        "{err}"
+    );
+    // Within the limit the same query runs.
+    let ctx = c360::session().unwrap();
+    ctx.sql("CREATE TABLE e AS SELECT 'a' AS id_type_a, '1' AS id_value_a, 'b' AS id_type_b, '2' AS id_value_b").await.unwrap();
+    assert_eq!(
+        crate::common::scalar(&ctx, "SELECT count(*) FROM stitch('e')").await,
+        2
+    );
+}
