@@ -9,6 +9,7 @@ pub mod error;
 pub mod generate;
 pub mod identity;
 pub mod lake;
+pub mod materialize;
 pub mod project;
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The `c360` command line: `sql`, `repl` and `generate`. With a project that has an
+//! The `c360` command line: `sql`, `repl`, `identity` and `generate`. With a project that has an
 //! `[identity]` section, sessions also hold the identity graph's tables and `why_merged`. Exit codes: 0 success, 1 a
 //! query or runtime failure, 2 bad usage, 3 a bad project file, 4 an input that cannot
 //! be opened.
@@ -36,6 +36,9 @@ pub enum Command {
     Sql(SqlArgs),
     /// Explore the lake interactively with SQL and every c360 function.
     Repl(ReplArgs),
+    /// Build the identity graph and write its tables as Parquet, keeping canonical ids
+    /// stable against the graph a previous run wrote there.
+    Identity(IdentityArgs),
     /// Write a deterministic multi-source demo lake with known ground truth.
     Generate(GenerateArgs),
 }
@@ -64,6 +67,16 @@ pub struct ReplArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IdentityArgs {
+    /// Project file declaring the lake's inputs and its `[identity]` rules.
+    #[arg(long, short)]
+    pub project: PathBuf,
+    /// Folder for identity_graph, identity_quarantine, identity_edges and identity_changes.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -148,6 +161,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Repl(args) => {
             let ctx = open_session(args.project.as_ref()).await?;
             repl::run(&ctx, print_options(args.format, true)).await
+        }
+        Command::Identity(args) => {
+            let ctx = crate::session()?;
+            let project = Project::load(&args.project)?;
+            project.register_inputs(&ctx).await?;
+            let graph = crate::identity::run(&ctx, &project, &args.out).await?;
+            println!("{} (written to {})", graph.summary(), args.out.display());
+            Ok(())
         }
         Command::Generate(args) => {
             let summary = crate::generate::generate(&GenerateOptions {

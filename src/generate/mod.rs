@@ -21,14 +21,12 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use clap::ValueEnum;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 
 use people::{Kind, Lake, Micros};
 pub use people::{JUNK_DEVICE, JUNK_EMAIL, JUNK_PHONE, JUNK_PHONE_E164, JUNK_USER_ID};
 
 use crate::error::{Error, Result};
+use crate::materialize::{write_parquet, writer_properties};
 
 /// Which table formats to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -447,24 +445,8 @@ fn truth_people(lake: &Lake) -> Result<RecordBatch> {
     )
 }
 
-fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_created_by(format!("c360 {}", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
 fn write_parquet_file(path: &Path, batch: &RecordBatch) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating '{}'", dir.display()), e))?;
-    }
-    let file = std::fs::File::create(path)
-        .map_err(|e| Error::io(format!("creating '{}'", path.display()), e))?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))?;
-    writer.write(batch)?;
-    writer.close()?;
-    Ok(())
+    write_parquet(path, batch.schema(), std::slice::from_ref(batch))
 }
 
 /// At least two files per table, so readers meet multi-file tables even at demo scale.

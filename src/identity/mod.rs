@@ -548,3 +548,112 @@ fn name_components(g: &mut IdentityGraph, previous: Option<&Previous>) {
 pub fn register_tables(ctx: &SessionContext, graph: Arc<IdentityGraph>) -> Result<()> {
     tables::register(ctx, graph)
 }
+
+/// Reads the `identity_graph` a previous run wrote at `path`, if there is one.
+pub async fn load_previous(
+    ctx: &SessionContext,
+    path: &std::path::Path,
+) -> Result<Option<Previous>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let location = path.display().to_string();
+    let df = ctx
+        .read_parquet(location.as_str(), Default::default())
+        .await?
+        .select_columns(&["id_type", "id_value", "canonical_id", "first_seen"])?;
+    let mut rows: Vec<(String, String, String, i64)> = vec![];
+    for batch in df.collect().await? {
+        let col = |i: usize| cast(batch.column(i), &DataType::Utf8);
+        let (t, v, c) = (col(0)?, col(1)?, col(2)?);
+        let (t, v, c) = (
+            t.as_string::<i32>(),
+            v.as_string::<i32>(),
+            c.as_string::<i32>(),
+        );
+        let ts = cast(
+            batch.column(3),
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )?;
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        for r in 0..batch.num_rows() {
+            let first = if ts.is_valid(r) {
+                ts.value(r)
+            } else {
+                i64::MAX
+            };
+            rows.push((
+                t.value(r).into(),
+                v.value(r).into(),
+                c.value(r).into(),
+                first,
+            ));
+        }
+    }
+    let mut cluster_first: HashMap<&str, i64> = HashMap::new();
+    for (_, _, c, first) in &rows {
+        let e = cluster_first.entry(c.as_str()).or_insert(i64::MAX);
+        *e = (*e).min(*first);
+    }
+    let cluster_first: HashMap<String, i64> = cluster_first
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    Ok(Some(
+        rows.into_iter()
+            .map(|(t, v, c, _)| {
+                let first = cluster_first[&c];
+                ((t, v), (c, first))
+            })
+            .collect(),
+    ))
+}
+
+/// Builds the graph and writes its tables as Parquet into `out`, keeping canonical ids
+/// stable against the `identity_graph` already there.
+pub async fn run(
+    ctx: &SessionContext,
+    project: &Project,
+    out: &std::path::Path,
+) -> Result<IdentityGraph> {
+    let previous = load_previous(ctx, &out.join("identity_graph.parquet")).await?;
+    let graph = build(ctx, project, previous.as_ref()).await?;
+    for (name, table) in graph.output_tables()? {
+        let batches = ctx.read_table(table.clone())?.collect().await?;
+        let path = out.join(format!("{name}.parquet"));
+        crate::materialize::write_parquet(
+            &path,
+            datafusion::catalog::TableProvider::schema(table.as_ref()),
+            &batches,
+        )?;
+    }
+    Ok(graph)
+}
+
+impl IdentityGraph {
+    /// One line: identifiers, people, quarantined entries and id changes.
+    pub fn summary(&self) -> String {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for (_, change) in &self.canonical {
+            let kind = match change {
+                Change::Kept => "kept",
+                Change::Appeared => "appeared",
+                Change::Merged(_) => "merged",
+                Change::SplitFrom(_) => "split",
+            };
+            *counts.entry(kind).or_default() += 1;
+        }
+        let accepted = self.edges.iter().filter(|e| e.accepted).count();
+        format!(
+            "{} identifiers, {} people, {accepted} of {} links stitched, {} quarantined; ids: {} kept, {} appeared, {} merged, {} split",
+            self.len(),
+            self.components(),
+            self.edges.len(),
+            self.quarantine.len(),
+            counts.get("kept").unwrap_or(&0),
+            counts.get("appeared").unwrap_or(&0),
+            counts.get("merged").unwrap_or(&0),
+            counts.get("split").unwrap_or(&0),
+        )
+    }
+}

@@ -279,11 +279,22 @@ impl TableFunctionImpl for WhyMerged {
     }
 }
 
+impl IdentityGraph {
+    /// Every output table, by name.
+    pub fn output_tables(&self) -> Result<Vec<(&'static str, Arc<MemTable>)>> {
+        Ok(vec![
+            ("identity_graph", self.graph_table()?),
+            ("identity_quarantine", self.quarantine_table()?),
+            ("identity_edges", self.edges_table()?),
+            ("identity_changes", self.changes_table()?),
+        ])
+    }
+}
+
 pub(super) fn register(ctx: &SessionContext, graph: Arc<IdentityGraph>) -> Result<()> {
-    ctx.register_table("identity_graph", graph.graph_table()?)?;
-    ctx.register_table("identity_quarantine", graph.quarantine_table()?)?;
-    ctx.register_table("identity_edges", graph.edges_table()?)?;
-    ctx.register_table("identity_changes", graph.changes_table()?)?;
+    for (name, table) in graph.output_tables()? {
+        ctx.register_table(name, table)?;
+    }
     ctx.register_udtf("why_merged", Arc::new(WhyMerged(graph)));
     Ok(())
 }

@@ -229,3 +229,116 @@ async fn closure_respects_the_memory_limit() {
         2
     );
 }
+
+/// `c360 identity` keeps ids across runs: unchanged people keep theirs, a merge keeps the
+/// oldest, a split leaves the id with the larger part; identity_changes says which.
+#[tokio::test]
+async fn identity_job_tracks_merges_and_splits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, out) = (dir.path().join("lake"), dir.path().join("out"));
+    std::fs::write(
+        dir.path().join("c360.toml"),
+        "[[inputs]]\nname = \"logins\"\nlocation = \"lake\"\nevent_time = \"ts\"\nids = { device = \"anonymous_id\", mail = \"email\" }\n\n[identity]\n",
+    )
+    .unwrap();
+    let ctx = SessionContext::new();
+    // Each run rewrites the lake with these rows: (device, email, day of January).
+    let runs: [&[(&str, &str, u32)]; 3] = [
+        &[
+            ("d1", "old@x.com", 1),
+            ("d2", "old@x.com", 2),
+            ("d3", "new@x.com", 5),
+        ],
+        &[
+            ("d1", "old@x.com", 1),
+            ("d2", "old@x.com", 2),
+            ("d3", "new@x.com", 5),
+            ("d8", "new@x.com", 5),
+            ("d3", "old@x.com", 6),
+        ],
+        &[
+            ("d1", "old@x.com", 1),
+            ("d3", "new@x.com", 5),
+            ("d8", "new@x.com", 5),
+            ("d9", "new@x.com", 7),
+            ("d2", "d2@x.com", 8),
+        ],
+    ];
+    let mut ids = vec![];
+    for rows in runs {
+        let _ = std::fs::remove_dir_all(&lake);
+        std::fs::create_dir_all(&lake).unwrap();
+        let values: Vec<String> = rows
+            .iter()
+            .map(|(d, m, day)| format!("('{d}', '{m}', TIMESTAMP '2026-01-{day:02}T00:00:00Z')"))
+            .collect();
+        let copy = format!(
+            "COPY (SELECT column1 AS device, column2 AS mail, column3 AS ts FROM (VALUES {})) TO '{}/part-0.parquet'",
+            values.join(", "),
+            lake.display()
+        );
+        ctx.sql(&copy).await.unwrap().collect().await.unwrap();
+        let run = crate::common::c360(dir.path())
+            .args(["identity", "--project"])
+            .arg(dir.path().join("c360.toml"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", crate::common::text(&run.stderr));
+        let graph = ctx
+            .read_parquet(
+                out.join("identity_graph.parquet").to_str().unwrap(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let mut map = HashMap::new();
+        for b in graph.collect().await.unwrap() {
+            let v = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
+            let c = arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Utf8).unwrap();
+            for r in 0..b.num_rows() {
+                map.insert(
+                    v.as_string::<i32>().value(r).to_string(),
+                    c.as_string::<i32>().value(r).to_string(),
+                );
+            }
+        }
+        let changes = ctx
+            .read_parquet(
+                out.join("identity_changes.parquet").to_str().unwrap(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let changes = changes.collect().await.unwrap();
+        let kinds: Vec<String> = changes
+            .iter()
+            .flat_map(|b| {
+                let c =
+                    arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
+                (0..b.num_rows())
+                    .map(move |r| c.as_string::<i32>().value(r).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        ids.push((map, kinds));
+    }
+    let (first, second, third) = (&ids[0].0, &ids[1].0, &ids[2].0);
+    // Run 1: two people.
+    assert_eq!(first["d1"], first["d2"]);
+    assert_ne!(first["d1"], first["d3"]);
+    // Run 2: a login links them; the older person's id survives the merge.
+    assert_eq!(second["d3"], first["d1"]);
+    assert_eq!(second["new@x.com"], first["d1"]);
+    assert!(ids[1].1.contains(&"merged".to_string()), "{:?}", ids[1].1);
+    // Run 3: the link is gone and d2 moved to its own email. Of the merged person's
+    // identifiers, {d3, d8, new@x.com} hold three and keep the id; {d1, old@x.com} hold two
+    // and get a new one, as does {d2, d2@x.com}.
+    assert_eq!(third["d3"], first["d1"]);
+    assert_eq!(third["d9"], third["d3"]);
+    assert_ne!(third["d1"], third["d3"]);
+    assert_ne!(third["d2"], third["d3"]);
+    assert_ne!(third["d2"], third["d1"]);
+    assert!(ids[2].1.contains(&"split".to_string()), "{:?}", ids[2].1);
+}
