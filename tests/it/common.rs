@@ -146,3 +146,15 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Column `col` of `batches` as optional strings.
+pub fn strings(batches: &[arrow::array::RecordBatch], col: usize) -> Vec<Option<String>> {
+    use arrow::array::{Array, AsArray};
+    let mut out = vec![];
+    for b in batches {
+        let a = arrow::compute::cast(b.column(col), &arrow::datatypes::DataType::Utf8).unwrap();
+        let a = a.as_string::<i32>();
+        out.extend((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i).to_string())));
+    }
+    out
+}

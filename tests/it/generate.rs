@@ -4,13 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use arrow::array::{Array, AsArray};
 use arrow::util::pretty::pretty_format_batches;
 use c360::generate::{generate, GenerateOptions, LakeFormat};
 use c360::project::Project;
 use datafusion::prelude::SessionContext;
 
-use crate::common::{demo, DEMO_TABLES};
+use crate::common::{demo, strings, DEMO_TABLES};
 
 async fn generated(dir: &Path, customers: usize, seed: u64) -> SessionContext {
     generate(&GenerateOptions {
@@ -116,16 +115,6 @@ impl Components {
         let (a, b) = (self.find(a), self.find(b));
         self.parent[a] = b;
     }
-}
-
-fn strings(ctx_rows: &[arrow::array::RecordBatch], col: usize) -> Vec<Option<String>> {
-    let mut out = vec![];
-    for b in ctx_rows {
-        let a = arrow::compute::cast(b.column(col), &arrow::datatypes::DataType::Utf8).unwrap();
-        let a = a.as_string::<i32>();
-        out.extend((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i).to_string())));
-    }
-    out
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use c360::identity::{self, IdentityGraph};
 use c360::project::Project;
 use datafusion::prelude::SessionContext;
 
-use crate::common::demo;
+use crate::common::{demo, strings};
 
 struct TruthRow {
     id_type: String,
@@ -286,41 +286,26 @@ async fn identity_job_tracks_merges_and_splits() {
             .output()
             .unwrap();
         assert!(run.status.success(), "{}", crate::common::text(&run.stderr));
-        let graph = ctx
-            .read_parquet(
-                out.join("identity_graph.parquet").to_str().unwrap(),
-                Default::default(),
-            )
-            .await
-            .unwrap();
-        let mut map = HashMap::new();
-        for b in graph.collect().await.unwrap() {
-            let v = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
-            let c = arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Utf8).unwrap();
-            for r in 0..b.num_rows() {
-                map.insert(
-                    v.as_string::<i32>().value(r).to_string(),
-                    c.as_string::<i32>().value(r).to_string(),
-                );
+        let read = |name: &str| {
+            let path = out.join(format!("{name}.parquet"));
+            let ctx = ctx.clone();
+            async move {
+                let df = ctx
+                    .read_parquet(path.to_str().unwrap(), Default::default())
+                    .await
+                    .unwrap();
+                df.collect().await.unwrap()
             }
-        }
-        let changes = ctx
-            .read_parquet(
-                out.join("identity_changes.parquet").to_str().unwrap(),
-                Default::default(),
-            )
-            .await
-            .unwrap();
-        let changes = changes.collect().await.unwrap();
-        let kinds: Vec<String> = changes
-            .iter()
-            .flat_map(|b| {
-                let c =
-                    arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
-                (0..b.num_rows())
-                    .map(move |r| c.as_string::<i32>().value(r).to_string())
-                    .collect::<Vec<_>>()
-            })
+        };
+        let graph = read("identity_graph").await;
+        let map: HashMap<String, String> = strings(&graph, 1)
+            .into_iter()
+            .zip(strings(&graph, 2))
+            .map(|(v, c)| (v.unwrap(), c.unwrap()))
+            .collect();
+        let kinds: Vec<String> = strings(&read("identity_changes").await, 1)
+            .into_iter()
+            .flatten()
             .collect();
         ids.push((map, kinds));
     }
