@@ -149,6 +149,33 @@ fn bad_project_files() {
     );
     let out = run_project(&format!("{good}event_time = \"when\"\n"));
     assert_fails(&out, 3, &["no column 'when'"]);
+    // Identity rules: an id type no input declares, an invalid regular expression.
+    let with_ids = format!("{good}ids = {{ email = \"email\" }}\n\n");
+    let out = run_project(&format!("{with_ids}[identity.limits]\nfax = 1\n"));
+    assert_fails(
+        &out,
+        3,
+        &[
+            "line 12",
+            "identity.limits.fax",
+            "unknown id type 'fax'",
+            "declared types are email",
+        ],
+    );
+    let out = run_project(&format!(
+        "{with_ids}[identity.blocklist]\nemail = [\"/(oops/\"]\n"
+    ));
+    assert_fails(
+        &out,
+        3,
+        &[
+            "line 12",
+            "identity.blocklist.email",
+            "invalid regular expression /(oops/",
+        ],
+    );
+    let out = run_project(&format!("{with_ids}[identity]\npriorty = []\n"));
+    assert_fails(&out, 3, &["line 12", "unknown field `priorty`"]);
 }
 
 #[test]

@@ -327,3 +327,120 @@ async fn identity_job_tracks_merges_and_splits() {
     assert_ne!(third["d2"], third["d1"]);
     assert!(ids[2].1.contains(&"split".to_string()), "{:?}", ids[2].1);
 }
+
+/// Writes `rows` (device, user, email, day) as a Parquet input and builds its graph.
+async fn tiny_graph(rows: &[(&str, &str, &str, u32)], identity: &str) -> IdentityGraph {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = c360::session().unwrap();
+    let values: Vec<String> = rows
+        .iter()
+        .map(|(d, u, e, day)| {
+            format!("('{d}', '{u}', '{e}', TIMESTAMP '2026-01-{day:02}T00:00:00Z')")
+        })
+        .collect();
+    let file = dir.path().join("t/part-0.parquet");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    ctx.sql(&format!(
+        "COPY (SELECT nullif(column1, '') AS d, nullif(column2, '') AS u, nullif(column3, '') AS e, column4 AS ts FROM (VALUES {})) TO '{}'",
+        values.join(", "),
+        file.display()
+    ))
+    .await
+    .unwrap()
+    .collect()
+    .await
+    .unwrap();
+    let toml = format!(
+        "[[inputs]]\nname = \"t\"\nlocation = \"t\"\nevent_time = \"ts\"\nids = {{ d = \"anonymous_id\", u = \"user_id\", e = \"email\" }}\n\n{identity}"
+    );
+    let path = dir.path().join("c360.toml");
+    std::fs::write(&path, toml).unwrap();
+    let project = Project::load(&path).unwrap();
+    project.register_inputs(&ctx).await.unwrap();
+    identity::build(&ctx, &project, None).await.unwrap()
+}
+
+/// Limits keep the most trusted, earliest evidence and quarantine the rest, naming the rule.
+#[tokio::test]
+async fn limits_reject_the_least_trusted_evidence() {
+    let g = tiny_graph(
+        &[
+            ("d1", "u1", "", 1),
+            ("d1", "u2", "", 3), // a second account on the same device
+            ("", "u1", "a@x.com", 2),
+            ("", "u1", "b@x.com", 4), // a second email for the same account
+            ("", "u2", "c@x.com", 5),
+        ],
+        "[identity]\n[identity.limits]\nuser_id = 1\nemail = 1\n",
+    )
+    .await;
+    // user_id-email links outrank device links: u1 keeps a@x.com (earlier), b@x.com is refused.
+    assert_eq!(
+        g.canonical_id("email", "a@x.com"),
+        g.canonical_id("user_id", "u1")
+    );
+    assert_ne!(
+        g.canonical_id("email", "b@x.com"),
+        g.canonical_id("user_id", "u1")
+    );
+    assert_eq!(
+        g.canonical_id("email", "c@x.com"),
+        g.canonical_id("user_id", "u2")
+    );
+    // d1 joins u1 (seen first); joining u2 too would give one person two user ids.
+    assert_eq!(
+        g.canonical_id("anonymous_id", "d1"),
+        g.canonical_id("user_id", "u1")
+    );
+    assert_ne!(
+        g.canonical_id("user_id", "u2"),
+        g.canonical_id("user_id", "u1")
+    );
+    let rules: Vec<(String, String, String)> = g
+        .quarantine
+        .iter()
+        .map(|q| {
+            (
+                q.value.clone(),
+                q.other.clone().unwrap_or_default().1,
+                q.rule.clone(),
+            )
+        })
+        .collect();
+    assert!(
+        rules.contains(&(
+            "u1".into(),
+            "b@x.com".into(),
+            "limit: at most 1 email per person".into()
+        )),
+        "{rules:?}"
+    );
+    assert!(
+        rules.contains(&(
+            "d1".into(),
+            "u2".into(),
+            "limit: at most 1 user_id per person".into()
+        )),
+        "{rules:?}"
+    );
+    // Without limits, everything is one person.
+    let g = tiny_graph(&[("d1", "u1", "", 1), ("d1", "u2", "", 3)], "[identity]\n").await;
+    assert_eq!(
+        g.canonical_id("user_id", "u1"),
+        g.canonical_id("user_id", "u2")
+    );
+    // A hub rule instead quarantines the device and keeps both accounts apart.
+    let g = tiny_graph(
+        &[("d1", "u1", "", 1), ("d1", "u2", "", 3)],
+        "[identity.hubs]\nanonymous_id = { user_id = 1 }\n",
+    )
+    .await;
+    assert_ne!(
+        g.canonical_id("user_id", "u1"),
+        g.canonical_id("user_id", "u2")
+    );
+    assert!(g
+        .quarantine
+        .iter()
+        .any(|q| q.value == "d1" && q.rule.starts_with("hub")));
+}
