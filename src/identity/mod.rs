@@ -66,7 +66,10 @@ pub struct IdentityGraph {
     last_seen: Vec<i64>,
     /// Bit i set: seen in input i.
     sources: Vec<u64>,
-    index: HashMap<(u16, Box<str>), u32>,
+    /// Per id type: value -> node. Looked up by `&str`, so reading rows allocates nothing.
+    index: Vec<HashMap<Box<str>, u32>>,
+    /// Bytes of identifier text held, for memory accounting.
+    text_bytes: usize,
     pub edges: Vec<Edge>,
     pub quarantine: Vec<Quarantined>,
     /// Per node: index into `canonical`.
@@ -150,7 +153,7 @@ impl IdentityGraph {
 
     fn node(&self, id_type: &str, value: &str) -> Option<u32> {
         let t = self.type_id(id_type)?;
-        self.index.get(&(t, Box::from(value))).copied()
+        self.index.get(t as usize)?.get(value).copied()
     }
 
     /// The canonical id of an identifier (already normalized), if it is in the graph.
@@ -164,11 +167,15 @@ impl IdentityGraph {
     }
 
     fn intern(&mut self, t: u16, value: &str, input: usize, ts: Option<i64>) -> u32 {
-        let n = match self.index.get(&(t, Box::from(value))) {
+        if self.index.len() <= t as usize {
+            self.index.resize_with(t as usize + 1, HashMap::new);
+        }
+        let n = match self.index[t as usize].get(value) {
             Some(&n) => n,
             None => {
                 let n = self.node_value.len() as u32;
-                self.index.insert((t, value.into()), n);
+                self.index[t as usize].insert(value.into(), n);
+                self.text_bytes += 2 * value.len();
                 self.node_type.push(t);
                 self.node_value.push(value.into());
                 self.first_seen.push(i64::MAX);
@@ -187,8 +194,9 @@ impl IdentityGraph {
     }
 
     fn bytes(&self) -> usize {
-        let text: usize = self.node_value.iter().map(|v| 2 * v.len()).sum();
-        text + self.node_value.len() * 64 + self.edges.len() * std::mem::size_of::<Edge>()
+        self.text_bytes
+            + self.node_value.len() * 64
+            + self.edges.len() * std::mem::size_of::<Edge>()
     }
 
     /// The shortest chain of accepted edges joining two identifiers, or `None`.
