@@ -374,10 +374,14 @@ fn truth_identifiers(lake: &Lake) -> Result<RecordBatch> {
         .map(|(t, v, _)| (*t, *v))
         .collect();
     ids.retain(|(t, v, p)| p.is_none() || !junk.contains(&(*t, *v)));
-    let owners = |t: &str, v: &str| ids.iter().filter(|(a, b, _)| *a == t && *b == v).count();
+    let mut owners: std::collections::HashMap<(&str, &str), usize> =
+        std::collections::HashMap::new();
+    for (t, v, _) in &ids {
+        *owners.entry((*t, *v)).or_default() += 1;
+    }
     let shared: Vec<bool> = ids
         .iter()
-        .map(|(t, v, p)| p.is_some() && owners(t, v) > 1)
+        .map(|(t, v, p)| p.is_some() && owners[&(*t, *v)] > 1)
         .collect();
     batch(
         vec![
