@@ -2,37 +2,52 @@
 //! behind the identity functions. Union by size with path halving keeps every operation
 //! near constant time; labels depend only on the partition, never on insertion order.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+/// Names live in one text buffer; the hash table holds only dense ids, so adding an
+/// identifier costs one append and no allocation of its own.
 #[derive(Debug, Default, Clone)]
 pub struct StringUnionFind {
-    index: HashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    text: String,
+    /// `offsets[i]..offsets[i + 1]` is name `i` in `text`.
+    offsets: Vec<usize>,
     parent: Vec<u32>,
     size: Vec<u32>,
-    /// Bytes held by identifier text, for memory accounting.
-    text_bytes: usize,
+}
+
+fn slice<'a>(text: &'a str, offsets: &[usize], i: u32) -> &'a str {
+    &text[offsets[i as usize]..offsets[i as usize + 1]]
 }
 
 impl StringUnionFind {
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.parent.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.parent.is_empty()
     }
 
     /// The dense id of `name`, adding it as its own component if new.
     pub fn add(&mut self, name: &str) -> u32 {
-        if let Some(&i) = self.index.get(name) {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        let hash = self.hasher.hash_one(name);
+        let (text, offsets) = (&self.text, &self.offsets);
+        if let Some(&i) = self.table.find(hash, |&i| slice(text, offsets, i) == name) {
             return i;
         }
-        let i = u32::try_from(self.names.len()).expect("fewer than 2^32 identifiers per group");
-        let boxed: Box<str> = name.into();
-        self.text_bytes += 2 * boxed.len();
-        self.index.insert(boxed.clone(), i);
-        self.names.push(boxed);
+        let i = u32::try_from(self.parent.len()).expect("fewer than 2^32 identifiers per group");
+        self.text.push_str(name);
+        self.offsets.push(self.text.len());
+        let (text, offsets, hasher) = (&self.text, &self.offsets, &self.hasher);
+        self.table
+            .insert_unique(hash, i, |&j| hasher.hash_one(slice(text, offsets, j)));
         self.parent.push(i);
         self.size.push(1);
         i
@@ -70,42 +85,39 @@ impl StringUnionFind {
 
     /// The name of dense id `i`.
     pub fn name(&self, i: u32) -> &str {
-        &self.names[i as usize]
+        slice(&self.text, &self.offsets, i)
     }
 
     /// Every node's representative.
     pub fn roots(&mut self) -> Vec<u32> {
-        (0..self.names.len() as u32).map(|i| self.find(i)).collect()
+        (0..self.len() as u32).map(|i| self.find(i)).collect()
     }
 
     /// `(name, representative)` pairs that rebuild this partition when linked into
     /// another union-find: the mergeable state.
     pub fn pairs(&mut self) -> Vec<(&str, &str)> {
-        let roots: Vec<u32> = (0..self.names.len() as u32).map(|i| self.find(i)).collect();
-        self.names
-            .iter()
-            .zip(roots)
-            .map(|(n, r)| (n.as_ref(), self.names[r as usize].as_ref()))
+        let roots = self.roots();
+        roots
+            .into_iter()
+            .enumerate()
+            .map(|(n, r)| (self.name(n as u32), self.name(r)))
             .collect()
     }
 
     /// `(name, label)` for every name, sorted by label then name, where a component's label
     /// is its smallest name: a function of the partition alone.
     pub fn labelled(&mut self) -> Vec<(&str, &str)> {
-        let n = self.names.len();
-        let roots: Vec<u32> = (0..n as u32).map(|i| self.find(i)).collect();
+        let n = self.len();
+        let roots = self.roots();
         let mut smallest: Vec<u32> = (0..n as u32).collect();
         for (i, &r) in roots.iter().enumerate() {
             let r = r as usize;
-            if self.names[i] < self.names[smallest[r] as usize] {
+            if self.name(i as u32) < self.name(smallest[r]) {
                 smallest[r] = i as u32;
             }
         }
         let mut out: Vec<(&str, &str)> = (0..n)
-            .map(|i| {
-                let label = smallest[roots[i] as usize] as usize;
-                (self.names[i].as_ref(), self.names[label].as_ref())
-            })
+            .map(|i| (self.name(i as u32), self.name(smallest[roots[i] as usize])))
             .collect();
         out.sort_unstable_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
         out
@@ -113,9 +125,9 @@ impl StringUnionFind {
 
     /// Approximate heap bytes held.
     pub fn size_bytes(&self) -> usize {
-        self.text_bytes
-            + self.names.capacity() * std::mem::size_of::<Box<str>>()
-            + self.index.capacity() * (std::mem::size_of::<Box<str>>() + 4 + 8)
+        self.text.capacity()
+            + self.offsets.capacity() * std::mem::size_of::<usize>()
+            + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
             + (self.parent.capacity() + self.size.capacity()) * 4
     }
 }
