@@ -19,6 +19,7 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+use c360_udfs::union_find::DenseUnionFind;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -80,14 +81,12 @@ pub struct IdentityGraph {
 
 /// Union-find over dense node ids, with per-component counts of each id type for limits.
 struct Closure {
-    parent: Vec<u32>,
-    size: Vec<u32>,
+    sets: DenseUnionFind,
     counts: Vec<Vec<u32>>,
 }
 
 impl Closure {
     fn new(node_type: &[u16], n_types: usize, track_counts: bool) -> Self {
-        let n = node_type.len();
         let counts = if track_counts {
             node_type
                 .iter()
@@ -101,31 +100,21 @@ impl Closure {
             vec![]
         };
         Self {
-            parent: (0..n as u32).collect(),
-            size: vec![1; n],
+            sets: DenseUnionFind::new(node_type.len()),
             counts,
         }
     }
 
-    fn find(&mut self, mut i: u32) -> u32 {
-        while self.parent[i as usize] != i {
-            let g = self.parent[self.parent[i as usize] as usize];
-            self.parent[i as usize] = g;
-            i = g;
-        }
-        i
+    fn find(&mut self, i: u32) -> u32 {
+        self.sets.find(i)
     }
 
-    fn union_roots(&mut self, mut a: u32, mut b: u32) {
-        if self.size[a as usize] < self.size[b as usize] {
-            std::mem::swap(&mut a, &mut b);
-        }
-        self.parent[b as usize] = a;
-        self.size[a as usize] += self.size[b as usize];
+    fn union_roots(&mut self, a: u32, b: u32) {
+        let (kept, absorbed) = self.sets.union_roots(a, b);
         if !self.counts.is_empty() {
-            let moved = std::mem::take(&mut self.counts[b as usize]);
+            let moved = std::mem::take(&mut self.counts[absorbed as usize]);
             for (t, n) in moved.into_iter().enumerate() {
-                self.counts[a as usize][t] += n;
+                self.counts[kept as usize][t] += n;
             }
         }
     }
@@ -515,7 +504,7 @@ fn close(g: &mut IdentityGraph, config: &IdentityConfig) {
         }
         g.edges[i].accepted = true;
     }
-    let roots: Vec<u32> = (0..n as u32).map(|i| closure.find(i)).collect();
+    let roots = closure.sets.roots();
     let mut dense: HashMap<u32, u32> = HashMap::new();
     g.component = roots
         .iter()

@@ -6,24 +6,22 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-/// Names live in one text buffer; the hash table holds only dense ids, so adding an
-/// identifier costs one append and no allocation of its own.
+/// Union-find over dense ids `0..len`: union by size, path halving.
 #[derive(Debug, Default, Clone)]
-pub struct StringUnionFind {
-    table: HashTable<u32>,
-    hasher: DefaultHashBuilder,
-    text: String,
-    /// `offsets[i]..offsets[i + 1]` is name `i` in `text`.
-    offsets: Vec<usize>,
+pub struct DenseUnionFind {
     parent: Vec<u32>,
     size: Vec<u32>,
 }
 
-fn slice<'a>(text: &'a str, offsets: &[usize], i: u32) -> &'a str {
-    &text[offsets[i as usize]..offsets[i as usize + 1]]
-}
+impl DenseUnionFind {
+    pub fn new(len: usize) -> Self {
+        let len = u32::try_from(len).expect("fewer than 2^32 identifiers");
+        Self {
+            parent: (0..len).collect(),
+            size: vec![1; len as usize],
+        }
+    }
 
-impl StringUnionFind {
     pub fn len(&self) -> usize {
         self.parent.len()
     }
@@ -32,22 +30,9 @@ impl StringUnionFind {
         self.parent.is_empty()
     }
 
-    /// The dense id of `name`, adding it as its own component if new.
-    pub fn add(&mut self, name: &str) -> u32 {
-        if self.offsets.is_empty() {
-            self.offsets.push(0);
-        }
-        let hash = self.hasher.hash_one(name);
-        let (text, offsets) = (&self.text, &self.offsets);
-        if let Some(&i) = self.table.find(hash, |&i| slice(text, offsets, i) == name) {
-            return i;
-        }
-        let i = u32::try_from(self.parent.len()).expect("fewer than 2^32 identifiers per group");
-        self.text.push_str(name);
-        self.offsets.push(self.text.len());
-        let (text, offsets, hasher) = (&self.text, &self.offsets, &self.hasher);
-        self.table
-            .insert_unique(hash, i, |&j| hasher.hash_one(slice(text, offsets, j)));
+    /// Adds one element as its own component and returns its id.
+    pub fn push(&mut self) -> u32 {
+        let i = u32::try_from(self.parent.len()).expect("fewer than 2^32 identifiers");
         self.parent.push(i);
         self.size.push(1);
         i
@@ -62,16 +47,85 @@ impl StringUnionFind {
         i
     }
 
-    pub fn union(&mut self, a: u32, b: u32) {
-        let (mut a, mut b) = (self.find(a), self.find(b));
-        if a == b {
-            return;
-        }
-        if self.size[a as usize] < self.size[b as usize] {
-            std::mem::swap(&mut a, &mut b);
-        }
+    /// Joins two roots; returns `(kept, absorbed)`, the larger component kept as root.
+    pub fn union_roots(&mut self, a: u32, b: u32) -> (u32, u32) {
+        let (a, b) = if self.size[a as usize] < self.size[b as usize] {
+            (b, a)
+        } else {
+            (a, b)
+        };
         self.parent[b as usize] = a;
         self.size[a as usize] += self.size[b as usize];
+        (a, b)
+    }
+
+    pub fn union(&mut self, a: u32, b: u32) {
+        let (a, b) = (self.find(a), self.find(b));
+        if a != b {
+            self.union_roots(a, b);
+        }
+    }
+
+    /// Every element's root.
+    pub fn roots(&mut self) -> Vec<u32> {
+        (0..self.len() as u32).map(|i| self.find(i)).collect()
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        (self.parent.capacity() + self.size.capacity()) * 4
+    }
+}
+
+/// Names live in one text buffer; the hash table holds only dense ids, so adding an
+/// identifier costs one append and no allocation of its own.
+#[derive(Debug, Default, Clone)]
+pub struct StringUnionFind {
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    text: String,
+    /// `offsets[i]..offsets[i + 1]` is name `i` in `text`.
+    offsets: Vec<usize>,
+    sets: DenseUnionFind,
+}
+
+fn slice<'a>(text: &'a str, offsets: &[usize], i: u32) -> &'a str {
+    &text[offsets[i as usize]..offsets[i as usize + 1]]
+}
+
+impl StringUnionFind {
+    pub fn len(&self) -> usize {
+        self.sets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
+    /// The dense id of `name`, adding it as its own component if new.
+    pub fn add(&mut self, name: &str) -> u32 {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        let hash = self.hasher.hash_one(name);
+        let (text, offsets) = (&self.text, &self.offsets);
+        if let Some(&i) = self.table.find(hash, |&i| slice(text, offsets, i) == name) {
+            return i;
+        }
+        let i = self.sets.push();
+        self.text.push_str(name);
+        self.offsets.push(self.text.len());
+        let (text, offsets, hasher) = (&self.text, &self.offsets, &self.hasher);
+        self.table
+            .insert_unique(hash, i, |&j| hasher.hash_one(slice(text, offsets, j)));
+        i
+    }
+
+    pub fn find(&mut self, i: u32) -> u32 {
+        self.sets.find(i)
+    }
+
+    pub fn union(&mut self, a: u32, b: u32) {
+        self.sets.union(a, b);
     }
 
     /// Adds an edge between two names (or one isolated name).
@@ -90,7 +144,7 @@ impl StringUnionFind {
 
     /// Every node's representative.
     pub fn roots(&mut self) -> Vec<u32> {
-        (0..self.len() as u32).map(|i| self.find(i)).collect()
+        self.sets.roots()
     }
 
     /// `(name, representative)` pairs that rebuild this partition when linked into
@@ -128,6 +182,6 @@ impl StringUnionFind {
         self.text.capacity()
             + self.offsets.capacity() * std::mem::size_of::<usize>()
             + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
-            + (self.parent.capacity() + self.size.capacity()) * 4
+            + self.sets.size_bytes()
     }
 }
