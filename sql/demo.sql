@@ -36,3 +36,18 @@ WHERE raw IS NOT NULL
 GROUP BY 1
 ORDER BY count(DISTINCT raw) DESC, phone
 LIMIT 5;
+
+-- Identity stitching: 300 real people behind 1,440 identifiers (plus shared devices,
+-- which stand alone).
+SELECT count(*) AS identifiers, count(DISTINCT canonical_id) AS people FROM identity_graph;
+
+-- What was kept out of stitching, and why.
+SELECT rule, count(*) AS entries, sum(rows) AS rows
+FROM identity_quarantine
+GROUP BY rule
+ORDER BY rows DESC;
+
+-- Why are this phone number and this payment one person?
+SELECT step, id_type_a, id_value_a, id_type_b, id_value_b, source, first_seen
+FROM why_merged('phone', '(213) 210-4729', 'payment_id', 'pay_0000001_0')
+ORDER BY step;

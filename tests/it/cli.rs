@@ -244,3 +244,33 @@ fn unreachable_s3_endpoint() {
     let err = text(&out.stderr);
     assert!(!err.contains("\"s\""), "secret leaked: {err}");
 }
+
+/// The README's demo command runs and shows the stitched people.
+#[test]
+fn readme_demo_runs() {
+    let home = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = c360(home.path())
+        .current_dir(root)
+        .args([
+            "sql",
+            "--project",
+            "testdata/demo/c360.toml",
+            "--format",
+            "ndjson",
+            "-f",
+            "sql/demo.sql",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(r#"{"identifiers":1440,"people":303}"#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#""id_value_a":"+12132104729","id_type_b":"crm_id""#),
+        "{stdout}"
+    );
+}
