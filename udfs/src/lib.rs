@@ -11,6 +11,7 @@ use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 mod common;
 pub mod connected_components;
 pub mod ids;
+pub mod most_frequent;
 pub mod normalize_email;
 pub mod normalize_phone;
 pub mod stitch;
@@ -23,7 +24,7 @@ pub fn all_scalar_functions() -> Vec<Arc<ScalarUDF>> {
 
 /// Every aggregate function c360 provides.
 pub fn all_aggregate_functions() -> Vec<Arc<AggregateUDF>> {
-    vec![connected_components::udaf()]
+    vec![connected_components::udaf(), most_frequent::udaf()]
 }
 
 /// Names of every c360 function, for listings.
@@ -71,6 +72,11 @@ pub mod expr_fn {
     /// `connected_components(id_a, id_b)`
     pub fn connected_components(id_a: Expr, id_b: Expr) -> Expr {
         super::connected_components::udaf().call(vec![id_a, id_b])
+    }
+
+    /// `most_frequent(value)`
+    pub fn most_frequent(value: Expr) -> Expr {
+        super::most_frequent::udaf().call(vec![value])
     }
 
     /// `normalize_phone(phone [, default_country])`
