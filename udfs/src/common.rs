@@ -60,3 +60,13 @@ pub(crate) fn string_with_optional(second: TypeSignatureClass) -> Signature {
         Volatility::Immutable,
     )
 }
+
+/// `array` as `Utf8`, whatever string encoding it came in; an error naming `name` otherwise.
+pub(crate) fn utf8(name: &str, array: &ArrayRef) -> Result<ArrayRef> {
+    match array.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+            Ok(arrow::compute::cast(array, &DataType::Utf8)?)
+        }
+        other => exec_err!("{name} expects strings, got {other}"),
+    }
+}

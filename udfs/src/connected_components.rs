@@ -6,7 +6,6 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::array::{Array, ArrayRef, AsArray, ListArray, StringArray, StructArray};
 use arrow::buffer::OffsetBuffer;
-use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::types::logical_string;
 use datafusion::common::{exec_err, Result, ScalarValue};
@@ -18,6 +17,7 @@ use datafusion::logical_expr::{
 };
 use datafusion_macros::user_doc;
 
+use crate::common::utf8;
 use crate::union_find::StringUnionFind;
 
 /// The shared instance, for registries and expression builders.
@@ -139,15 +139,6 @@ impl AggregateUDFImpl for ConnectedComponents {
     }
 }
 
-fn as_utf8(name: &str, array: &ArrayRef) -> Result<ArrayRef> {
-    match array.data_type() {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
-            Ok(cast(array, &DataType::Utf8)?)
-        }
-        other => exec_err!("{name} expects string identifiers, got {other}"),
-    }
-}
-
 /// Adds row `i`'s link to `uf`.
 fn add_row(uf: &mut StringUnionFind, a: &StringArray, b: &StringArray, i: usize) {
     let b_value = b.is_valid(i).then(|| b.value(i));
@@ -219,8 +210,8 @@ struct ComponentsAccumulator {
 impl Accumulator for ComponentsAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let (a, b) = (
-            as_utf8("connected_components", &values[0])?,
-            as_utf8("connected_components", &values[1])?,
+            utf8("connected_components", &values[0])?,
+            utf8("connected_components", &values[1])?,
         );
         let (a, b) = (a.as_string::<i32>(), b.as_string::<i32>());
         for i in 0..a.len() {
@@ -270,8 +261,8 @@ impl GroupsAccumulator for ComponentsGroupsAccumulator {
     ) -> Result<()> {
         self.groups.resize_with(total_num_groups, Default::default);
         let (a, b) = (
-            as_utf8("connected_components", &values[0])?,
-            as_utf8("connected_components", &values[1])?,
+            utf8("connected_components", &values[0])?,
+            utf8("connected_components", &values[1])?,
         );
         let (a, b) = (a.as_string::<i32>(), b.as_string::<i32>());
         for (i, &g) in group_indices.iter().enumerate() {
@@ -313,8 +304,8 @@ impl GroupsAccumulator for ComponentsGroupsAccumulator {
         opt_filter: Option<&arrow::array::BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
         let (a, b) = (
-            as_utf8("connected_components", &values[0])?,
-            as_utf8("connected_components", &values[1])?,
+            utf8("connected_components", &values[0])?,
+            utf8("connected_components", &values[1])?,
         );
         let (a, b) = (a.as_string::<i32>(), b.as_string::<i32>());
         let mut nodes = Vec::with_capacity(a.len());

@@ -7,7 +7,6 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, StringArray};
 use arrow::buffer::OffsetBuffer;
-use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::types::logical_string;
 use datafusion::common::{exec_err, Result, ScalarValue};
@@ -18,6 +17,8 @@ use datafusion::logical_expr::{
     GroupsAccumulator, Signature, TypeSignature, TypeSignatureClass, Volatility,
 };
 use datafusion_macros::user_doc;
+
+use crate::common::utf8;
 
 /// The shared instance, for registries and expression builders.
 pub fn udaf() -> Arc<AggregateUDF> {
@@ -114,15 +115,6 @@ impl AggregateUDFImpl for MostFrequent {
 /// Value counts of one group.
 type Counts = HashMap<String, i64>;
 
-fn strings(array: &ArrayRef) -> Result<ArrayRef> {
-    match array.data_type() {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
-            Ok(cast(array, &DataType::Utf8)?)
-        }
-        other => exec_err!("most_frequent expects strings, got {other}"),
-    }
-}
-
 fn count(counts: &mut Counts, values: &StringArray, i: usize) {
     if values.is_valid(i) {
         let v = values.value(i);
@@ -195,7 +187,7 @@ struct MostFrequentAccumulator {
 
 impl Accumulator for MostFrequentAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let v = strings(&values[0])?;
+        let v = utf8("most_frequent", &values[0])?;
         let v = v.as_string::<i32>();
         for i in 0..v.len() {
             count(&mut self.counts, v, i);
@@ -242,7 +234,7 @@ impl GroupsAccumulator for MostFrequentGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.groups.resize_with(total_num_groups, Default::default);
-        let v = strings(&values[0])?;
+        let v = utf8("most_frequent", &values[0])?;
         let v = v.as_string::<i32>();
         for (i, &g) in group_indices.iter().enumerate() {
             if opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)) {
@@ -291,7 +283,7 @@ impl GroupsAccumulator for MostFrequentGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let v = strings(&values[0])?;
+        let v = utf8("most_frequent", &values[0])?;
         let v = v.as_string::<i32>();
         let rows: Vec<Counts> = (0..v.len())
             .map(|i| {
