@@ -11,6 +11,7 @@ use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 mod common;
 pub mod connected_components;
 pub mod ids;
+pub mod last_n;
 pub mod most_frequent;
 pub mod normalize_email;
 pub mod normalize_phone;
@@ -24,7 +25,11 @@ pub fn all_scalar_functions() -> Vec<Arc<ScalarUDF>> {
 
 /// Every aggregate function c360 provides.
 pub fn all_aggregate_functions() -> Vec<Arc<AggregateUDF>> {
-    vec![connected_components::udaf(), most_frequent::udaf()]
+    vec![
+        connected_components::udaf(),
+        last_n::udaf(),
+        most_frequent::udaf(),
+    ]
 }
 
 /// Names of every c360 function, for listings.
@@ -72,6 +77,12 @@ pub mod expr_fn {
     /// `connected_components(id_a, id_b)`
     pub fn connected_components(id_a: Expr, id_b: Expr) -> Expr {
         super::connected_components::udaf().call(vec![id_a, id_b])
+    }
+
+    /// `last_n(value, ts, n)`, or with `distinct` each value once.
+    pub fn last_n(value: Expr, ts: Expr, n: i64, distinct: bool) -> Expr {
+        use datafusion::logical_expr::lit;
+        super::last_n::udaf().call(vec![value, ts, lit(n), lit(distinct)])
     }
 
     /// `most_frequent(value)`
