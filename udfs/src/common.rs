@@ -70,3 +70,8 @@ pub(crate) fn utf8(name: &str, array: &ArrayRef) -> Result<ArrayRef> {
         other => exec_err!("{name} expects strings, got {other}"),
     }
 }
+
+/// Whether row `i` passes an aggregate's `FILTER (WHERE ...)`, if it has one.
+pub(crate) fn kept(opt_filter: Option<&arrow::array::BooleanArray>, i: usize) -> bool {
+    opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i))
+}

@@ -17,7 +17,7 @@ use datafusion::logical_expr::{
 };
 use datafusion_macros::user_doc;
 
-use crate::common::utf8;
+use crate::common::{kept, utf8};
 use crate::union_find::StringUnionFind;
 
 /// The shared instance, for registries and expression builders.
@@ -266,7 +266,7 @@ impl GroupsAccumulator for ComponentsGroupsAccumulator {
         );
         let (a, b) = (a.as_string::<i32>(), b.as_string::<i32>());
         for (i, &g) in group_indices.iter().enumerate() {
-            if opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)) {
+            if kept(opt_filter, i) {
                 add_row(&mut self.groups[g], a, b, i);
             }
         }
@@ -311,10 +311,10 @@ impl GroupsAccumulator for ComponentsGroupsAccumulator {
         let mut nodes = Vec::with_capacity(a.len());
         let mut roots = Vec::with_capacity(a.len());
         for i in 0..a.len() {
-            let kept = opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i));
+            let keep = kept(opt_filter, i);
             let ends: Vec<&str> = [a, b]
                 .iter()
-                .filter(|x| kept && x.is_valid(i))
+                .filter(|x| keep && x.is_valid(i))
                 .map(|x| x.value(i))
                 .collect();
             roots.push(

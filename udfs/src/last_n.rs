@@ -20,7 +20,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::expressions::Literal;
 use datafusion_macros::user_doc;
 
-use crate::common::utf8;
+use crate::common::{kept, utf8};
 
 /// The shared instance, for registries and expression builders.
 pub fn udaf() -> Arc<AggregateUDF> {
@@ -380,7 +380,7 @@ impl GroupsAccumulator for LastNGroups {
         let (v, t) = inputs(values)?;
         let (v, t) = (v.as_string::<i32>(), t.as_primitive());
         for (i, &g) in group_indices.iter().enumerate() {
-            if opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)) {
+            if kept(opt_filter, i) {
                 update(&mut self.groups[g], v, t, i);
             }
         }
@@ -424,7 +424,7 @@ impl GroupsAccumulator for LastNGroups {
         let mut rows: Vec<TopN> = (0..v.len())
             .map(|i| {
                 let mut top = TopN::new(self.n, self.distinct);
-                if opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)) {
+                if kept(opt_filter, i) {
                     update(&mut top, v, t, i);
                 }
                 top

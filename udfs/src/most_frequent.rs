@@ -18,7 +18,7 @@ use datafusion::logical_expr::{
 };
 use datafusion_macros::user_doc;
 
-use crate::common::utf8;
+use crate::common::{kept, utf8};
 
 /// The shared instance, for registries and expression builders.
 pub fn udaf() -> Arc<AggregateUDF> {
@@ -237,7 +237,7 @@ impl GroupsAccumulator for MostFrequentGroups {
         let v = utf8("most_frequent", &values[0])?;
         let v = v.as_string::<i32>();
         for (i, &g) in group_indices.iter().enumerate() {
-            if opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)) {
+            if kept(opt_filter, i) {
                 let before = self.groups[g].len();
                 count(&mut self.groups[g], v, i);
                 if self.groups[g].len() > before {
@@ -288,7 +288,7 @@ impl GroupsAccumulator for MostFrequentGroups {
         let rows: Vec<Counts> = (0..v.len())
             .map(|i| {
                 let mut c = Counts::new();
-                if opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i)) {
+                if kept(opt_filter, i) {
                     count(&mut c, v, i);
                 }
                 c
