@@ -1,0 +1,127 @@
+//! Feature aggregates, called as DataFusion's hash aggregation calls them: `update_batch`
+//! over many groups, `state`/`merge_batch` between partial and final phases, `evaluate`.
+//!
+//! `cargo bench -p c360-udfs --bench aggregates`
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, TimeUnit};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::function::AccumulatorArgs;
+use datafusion::logical_expr::{AggregateUDF, EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::expressions::{col, lit};
+use datafusion::physical_expr::PhysicalExpr;
+
+/// A function, its argument expressions and the input arrays.
+type Case = (
+    &'static str,
+    Arc<AggregateUDF>,
+    Vec<Arc<dyn PhysicalExpr>>,
+    Vec<ArrayRef>,
+);
+
+const ROWS: usize = 8192;
+const GROUPS: usize = 1000;
+
+fn groups_accumulator(
+    udaf: &AggregateUDF,
+    schema: &Schema,
+    exprs: &[Arc<dyn PhysicalExpr>],
+) -> Box<dyn GroupsAccumulator> {
+    let fields: Vec<FieldRef> = exprs
+        .iter()
+        .map(|e| e.return_field(schema).expect("field"))
+        .collect();
+    let return_field = Arc::new(Field::new(
+        "out",
+        udaf.return_type(
+            &fields
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect::<Vec<_>>(),
+        )
+        .expect("type"),
+        true,
+    ));
+    let args = AccumulatorArgs {
+        return_field,
+        schema,
+        ignore_nulls: false,
+        order_bys: &[],
+        is_reversed: false,
+        name: udaf.name(),
+        is_distinct: false,
+        exprs,
+        expr_fields: &fields,
+    };
+    udaf.create_groups_accumulator(args)
+        .expect("groups accumulator")
+}
+
+fn bench(c: &mut Criterion) {
+    let schema = Schema::new(vec![
+        Field::new("v", DataType::Utf8, true),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+    ]);
+    let values: ArrayRef = Arc::new(
+        (0..ROWS)
+            .map(|i| Some(format!("SKU-{:05}", (i * i) % 500)))
+            .collect::<StringArray>(),
+    );
+    let times: ArrayRef = Arc::new(
+        (0..ROWS as i64)
+            .map(|i| Some(1_767_225_600_000_000 + i * 1_000_003 % 86_400_000_000))
+            .collect::<TimestampMicrosecondArray>(),
+    );
+    let groups: Vec<usize> = (0..ROWS).map(|i| (i * 7919) % GROUPS).collect();
+    let cases: Vec<Case> = vec![
+        (
+            "most_frequent",
+            c360_udfs::most_frequent::udaf(),
+            vec![col("v", &schema).unwrap()],
+            vec![values.clone()],
+        ),
+        (
+            "last_n(3)",
+            c360_udfs::last_n::udaf(),
+            vec![
+                col("v", &schema).unwrap(),
+                col("ts", &schema).unwrap(),
+                lit(ScalarValue::Int64(Some(3))),
+            ],
+            vec![
+                values.clone(),
+                times.clone(),
+                Arc::new(arrow::array::Int64Array::from(vec![3; ROWS])),
+            ],
+        ),
+    ];
+    let mut group = c.benchmark_group("aggregates");
+    group.throughput(Throughput::Elements(ROWS as u64));
+    for (name, udaf, exprs, inputs) in &cases {
+        group.bench_function(format!("{name}/update_batch"), |b| {
+            b.iter(|| {
+                let mut acc = groups_accumulator(udaf, &schema, exprs);
+                acc.update_batch(inputs, &groups, None, GROUPS).unwrap();
+                acc.evaluate(EmitTo::All).unwrap()
+            })
+        });
+        let mut partial = groups_accumulator(udaf, &schema, exprs);
+        partial.update_batch(inputs, &groups, None, GROUPS).unwrap();
+        let state = partial.state(EmitTo::All).unwrap();
+        let all: Vec<usize> = (0..GROUPS).collect();
+        group.bench_function(format!("{name}/merge_batch"), |b| {
+            b.iter(|| {
+                let mut acc = groups_accumulator(udaf, &schema, exprs);
+                acc.merge_batch(&state, &all, GROUPS).unwrap();
+                acc.evaluate(EmitTo::All).unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
