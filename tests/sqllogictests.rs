@@ -14,18 +14,14 @@ type BoxError = Box<dyn std::error::Error>;
 
 /// Files named `demo_*.slt` run over the demo project: its inputs and identity graph.
 async fn session_for(path: &Path) -> Result<datafusion::prelude::SessionContext, BoxError> {
-    let ctx = c360::session()?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    if name.starts_with("demo_") {
-        let project = c360::project::Project::load("testdata/demo/c360.toml")?;
-        project.register_inputs(&ctx).await?;
-        let graph = c360::identity::build(&ctx, &project, None).await?;
-        c360::identity::register_tables(&ctx, std::sync::Arc::new(graph))?;
-    }
-    Ok(ctx)
+    let project = name
+        .starts_with("demo_")
+        .then(|| PathBuf::from("testdata/demo/c360.toml"));
+    Ok(c360::cli::open_session(project.as_ref()).await?)
 }
 
 async fn run_file(path: &Path, relative: PathBuf, complete: bool) -> Result<(), BoxError> {

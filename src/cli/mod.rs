@@ -133,16 +133,23 @@ fn print_options(format: OutputFormat, interactive: bool) -> PrintOptions {
 
 /// A c360 session with the project's inputs registered as tables.
 pub async fn open_session(project: Option<&PathBuf>) -> Result<SessionContext> {
-    let ctx = crate::session()?;
-    if let Some(path) = project {
-        let project = Project::load(path)?;
-        project.register_inputs(&ctx).await?;
-        if project.has_identity {
-            let graph = crate::identity::build(&ctx, &project, None).await?;
-            crate::identity::register_tables(&ctx, std::sync::Arc::new(graph))?;
-        }
+    let Some(path) = project else {
+        return crate::session();
+    };
+    let (ctx, project) = open_project(path).await?;
+    if project.has_identity {
+        let graph = crate::identity::build(&ctx, &project, None).await?;
+        crate::identity::register_tables(&ctx, std::sync::Arc::new(graph))?;
     }
     Ok(ctx)
+}
+
+/// A c360 session with the project at `path` loaded and its inputs registered.
+pub async fn open_project(path: &std::path::Path) -> Result<(SessionContext, Project)> {
+    let ctx = crate::session()?;
+    let project = Project::load(path)?;
+    project.register_inputs(&ctx).await?;
+    Ok((ctx, project))
 }
 
 /// Runs the parsed command line.
@@ -163,9 +170,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             repl::run(&ctx, print_options(args.format, true)).await
         }
         Command::Identity(args) => {
-            let ctx = crate::session()?;
-            let project = Project::load(&args.project)?;
-            project.register_inputs(&ctx).await?;
+            let (ctx, project) = open_project(&args.project).await?;
             let graph = crate::identity::run(&ctx, &project, &args.out).await?;
             println!("{} (written to {})", graph.summary(), args.out.display());
             Ok(())

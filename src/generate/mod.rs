@@ -13,11 +13,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BooleanArray, Decimal128Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
-};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::array::{ArrayRef, BooleanArray, Decimal128Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field};
 use clap::ValueEnum;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
@@ -26,7 +23,10 @@ use people::{Kind, Lake, Micros};
 pub use people::{JUNK_DEVICE, JUNK_EMAIL, JUNK_PHONE, JUNK_PHONE_E164, JUNK_USER_ID};
 
 use crate::error::{Error, Result};
-use crate::materialize::{write_parquet, writer_properties};
+use crate::materialize::{
+    batch, strings, utc_micros as times, utc_micros_field as ts_field, write_parquet,
+    writer_properties,
+};
 
 /// Which table formats to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -202,39 +202,13 @@ fn project_file(format: LakeFormat) -> String {
     s
 }
 
-fn ts_field(name: &str, nullable: bool) -> Field {
-    Field::new(
-        name,
-        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        nullable,
-    )
-}
-
 fn money_field(name: &str) -> Field {
     Field::new(name, DataType::Decimal128(12, 2), true)
-}
-
-fn strings<'a>(v: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
-    Arc::new(v.collect::<StringArray>())
-}
-
-fn times(v: impl Iterator<Item = Option<Micros>>) -> ArrayRef {
-    Arc::new(
-        v.collect::<TimestampMicrosecondArray>()
-            .with_timezone("UTC"),
-    )
 }
 
 fn money(v: impl Iterator<Item = Option<i64>>) -> Result<ArrayRef> {
     let a = v.map(|c| c.map(i128::from)).collect::<Decimal128Array>();
     Ok(Arc::new(a.with_precision_and_scale(12, 2)?))
-}
-
-fn batch(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
 }
 
 /// Sorts rows by time: source systems append in time order.

@@ -3,11 +3,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BooleanArray, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
-    TimestampMicrosecondArray,
-};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, ListBuilder, StringBuilder};
+use arrow::datatypes::{DataType, Field};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{plan_err, Result as DFResult, ScalarValue};
 use datafusion::datasource::MemTable;
@@ -16,26 +13,11 @@ use datafusion::prelude::SessionContext;
 
 use super::{Change, Edge, IdentityGraph};
 use crate::error::Result;
+use crate::materialize::{batch, strings, utc_micros, utc_micros_field as ts_field};
 
-fn ts_field(name: &str) -> Field {
-    Field::new(
-        name,
-        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        true,
-    )
-}
-
+/// Times held as `i64::MAX`/`MIN` (never seen) become NULL.
 fn times(v: impl Iterator<Item = i64>) -> ArrayRef {
-    let values = v.map(|t| (t != i64::MAX && t != i64::MIN).then_some(t));
-    Arc::new(
-        values
-            .collect::<TimestampMicrosecondArray>()
-            .with_timezone("UTC"),
-    )
-}
-
-fn strings<'a>(v: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
-    Arc::new(v.collect::<StringArray>())
+    utc_micros(v.map(|t| (t != i64::MAX && t != i64::MIN).then_some(t)))
 }
 
 fn string_lists(rows: impl Iterator<Item = Vec<String>>) -> ArrayRef {
@@ -50,9 +32,11 @@ fn string_lists(rows: impl Iterator<Item = Vec<String>>) -> ArrayRef {
 }
 
 fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<Arc<MemTable>> {
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    let batch = batch(fields, columns)?;
+    Ok(Arc::new(MemTable::try_new(
+        batch.schema(),
+        vec![vec![batch]],
+    )?))
 }
 
 impl IdentityGraph {
@@ -71,8 +55,8 @@ impl IdentityGraph {
                 Field::new("id_type", DataType::Utf8, false),
                 Field::new("id_value", DataType::Utf8, false),
                 Field::new("canonical_id", DataType::Utf8, false),
-                ts_field("first_seen"),
-                ts_field("last_seen"),
+                ts_field("first_seen", true),
+                ts_field("last_seen", true),
                 Field::new(
                     "sources",
                     DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
@@ -142,8 +126,8 @@ impl IdentityGraph {
             Field::new("id_type_b", DataType::Utf8, false),
             Field::new("id_value_b", DataType::Utf8, false),
             Field::new("source", DataType::Utf8, false),
-            ts_field("first_seen"),
-            ts_field("last_seen"),
+            ts_field("first_seen", true),
+            ts_field("last_seen", true),
             Field::new("rows", DataType::Int64, false),
         ]
     }

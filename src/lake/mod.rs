@@ -83,12 +83,10 @@ pub async fn open(
     base: Option<&Path>,
 ) -> Result<Arc<dyn TableProvider>> {
     let url = resolve_location(&spec.location, base)?;
+    // An explicit format goes straight to the factory, which checks the location itself.
     let format = match spec.format {
         Format::Auto => detect_format(&url, &spec.storage).await?,
-        f => {
-            ensure_exists(&url, &spec.storage).await?;
-            f
-        }
+        f => f,
     };
     if format != Format::Delta && spec.time_travel != TimeTravel::Latest {
         return Err(Error::location(
