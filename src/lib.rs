@@ -14,6 +14,7 @@ pub mod project;
 
 use std::sync::Arc;
 
+use c360_udfs::options::C360Options;
 use datafusion::execution::context::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -33,6 +34,10 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
 
 fn register_state(state: &mut SessionState) -> Result<()> {
     c360_udfs::register_all(state)?;
+    let options = state.config_mut().options_mut();
+    if options.extensions.get::<C360Options>().is_none() {
+        options.extensions.insert(C360Options::default());
+    }
     let factories = state.table_factories_mut();
     factories.insert(
         "DELTA".into(),

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
+use arrow::array::{ArrayRef, Decimal128Array, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, TimeUnit};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use datafusion::common::ScalarValue;
@@ -64,7 +64,23 @@ fn bench(c: &mut Criterion) {
     let schema = Schema::new(vec![
         Field::new("v", DataType::Utf8, true),
         Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        Field::new("amount", DataType::Decimal128(12, 2), true),
     ]);
+    let amounts: ArrayRef = Arc::new(
+        (0..ROWS as i128)
+            .map(|i| Some(500 + i * 37 % 50_000))
+            .collect::<Decimal128Array>()
+            .with_precision_and_scale(12, 2)
+            .unwrap(),
+    );
+    // A 30-day window ending in the middle of the data's day.
+    let window = || lit(ScalarValue::new_interval_mdn(0, 30, 0));
+    let reference = || {
+        lit(ScalarValue::TimestampMicrosecond(
+            Some(1_767_225_600_000_000 + 43_200_000_000),
+            Some("UTC".into()),
+        ))
+    };
     let values: ArrayRef = Arc::new(
         (0..ROWS)
             .map(|i| Some(format!("SKU-{:05}", (i * i) % 500)))
@@ -96,6 +112,23 @@ fn bench(c: &mut Criterion) {
                 times.clone(),
                 Arc::new(arrow::array::Int64Array::from(vec![3; ROWS])),
             ],
+        ),
+        (
+            "sum_in_window(30 days)",
+            c360_udfs::sum_in_window::udaf(),
+            vec![
+                col("amount", &schema).unwrap(),
+                col("ts", &schema).unwrap(),
+                window(),
+                reference(),
+            ],
+            vec![amounts.clone(), times.clone()],
+        ),
+        (
+            "count_in_window(30 days)",
+            c360_udfs::count_in_window::udaf(),
+            vec![col("ts", &schema).unwrap(), window(), reference()],
+            vec![times.clone()],
         ),
     ];
     let mut group = c.benchmark_group("aggregates");

@@ -10,13 +10,17 @@ use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 
 mod common;
 pub mod connected_components;
+pub mod count_in_window;
 pub mod ids;
 pub mod last_n;
 pub mod most_frequent;
 pub mod normalize_email;
 pub mod normalize_phone;
+pub mod options;
 pub mod stitch;
+pub mod sum_in_window;
 pub mod union_find;
+mod window;
 
 /// Every scalar function c360 provides.
 pub fn all_scalar_functions() -> Vec<Arc<ScalarUDF>> {
@@ -27,8 +31,10 @@ pub fn all_scalar_functions() -> Vec<Arc<ScalarUDF>> {
 pub fn all_aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     vec![
         connected_components::udaf(),
+        count_in_window::udaf(),
         last_n::udaf(),
         most_frequent::udaf(),
+        sum_in_window::udaf(),
     ]
 }
 
@@ -83,6 +89,16 @@ pub mod expr_fn {
     pub fn last_n(value: Expr, ts: Expr, n: i64, distinct: bool) -> Expr {
         use datafusion::logical_expr::lit;
         super::last_n::udaf().call(vec![value, ts, lit(n), lit(distinct)])
+    }
+
+    /// `sum_in_window(value, ts, window)`, ending at `c360.reference_time`.
+    pub fn sum_in_window(value: Expr, ts: Expr, window: Expr) -> Expr {
+        super::sum_in_window::udaf().call(vec![value, ts, window])
+    }
+
+    /// `count_in_window(ts, window)`, ending at `c360.reference_time`.
+    pub fn count_in_window(ts: Expr, window: Expr) -> Expr {
+        super::count_in_window::udaf().call(vec![ts, window])
     }
 
     /// `most_frequent(value)`
