@@ -48,6 +48,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+
     /// Invalid command-line usage that clap cannot express.
     #[error("{0}")]
     Usage(String),

@@ -6,11 +6,14 @@
 
 pub mod cli;
 pub mod error;
+pub mod features;
 pub mod generate;
 pub mod identity;
 pub mod lake;
 pub mod materialize;
+pub mod output;
 pub mod project;
+pub mod run;
 
 use std::sync::Arc;
 

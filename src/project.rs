@@ -25,13 +25,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::prelude::SessionContext;
+use datafusion::common::ScalarValue;
+use datafusion::prelude::{ident, lit, SessionContext};
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::features::{Catalog, RawFeature, RawTrait};
 use crate::identity::config::{IdentityConfig, RawIdentity};
-use crate::lake::{self, Format, StorageOptions, TableSpec, TimeTravel};
+use crate::lake::{self, Format, Snapshot, StorageOptions, TableSpec, TimeTravel};
 
 /// Id types c360 knows how to normalize; others are accepted and compared as written.
 pub const WELL_KNOWN_ID_TYPES: [&str; 6] = [
@@ -54,6 +56,8 @@ pub struct Project {
     pub identity: IdentityConfig,
     /// Whether the file has an `[identity]` section: sessions then build the graph.
     pub has_identity: bool,
+    /// `[[features]]` and `[[traits]]`.
+    pub catalog: Catalog,
 }
 
 /// One input table of the lake.
@@ -83,6 +87,10 @@ struct RawProject {
     #[serde(default)]
     inputs: Vec<Spanned<RawInput>>,
     identity: Option<RawIdentity>,
+    #[serde(default)]
+    features: Vec<Spanned<RawFeature>>,
+    #[serde(default)]
+    traits: Vec<Spanned<RawTrait>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -234,7 +242,16 @@ impl Project {
             &declared,
             &at,
         )?;
+        let catalog = Catalog::from_raw(
+            &raw.features,
+            &raw.traits,
+            &inputs,
+            &identity.priority,
+            &|offset| line_of(text, offset),
+            &at,
+        )?;
         Ok(Project {
+            catalog,
             name: raw.project.name.unwrap_or_else(|| "c360".into()),
             path: path.to_path_buf(),
             inputs,
@@ -248,22 +265,60 @@ impl Project {
     pub async fn register_inputs(&self, ctx: &SessionContext) -> Result<()> {
         let state = ctx.state();
         for input in &self.inputs {
-            let wrap = |source: Error| Error::Input {
-                input: input.name.clone(),
-                location: input.table.location.clone(),
-                source: Box::new(source),
-            };
             let provider = lake::open(&state, &input.name, &input.table, None)
                 .await
-                .map_err(wrap)?;
+                .map_err(|e| input.error(e))?;
             input.check_columns(&provider.schema(), &self.path)?;
             ctx.register_table(input.name.as_str(), provider)?;
         }
         Ok(())
     }
+
+    /// Registers every input as it was at `as_of` (UTC micros): Delta tables at the
+    /// version current then, rows with a later event time left out. Returns what was read.
+    pub async fn register_inputs_as_of(
+        &self,
+        ctx: &SessionContext,
+        as_of: i64,
+    ) -> Result<Vec<(String, Snapshot)>> {
+        let state = ctx.state();
+        let at = chrono::DateTime::from_timestamp_micros(as_of)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        let mut read = vec![];
+        for input in &self.inputs {
+            let (spec, snapshot) = lake::pin(&input.table, Some(&at))
+                .await
+                .map_err(|e| input.error(e))?;
+            let provider = lake::open(&state, &input.name, &spec, None)
+                .await
+                .map_err(|e| input.error(e))?;
+            input.check_columns(&provider.schema(), &self.path)?;
+            let provider = match &input.event_time {
+                Some(column) => {
+                    let cutoff = ScalarValue::TimestampMicrosecond(Some(as_of), Some("UTC".into()));
+                    ctx.read_table(provider)?
+                        .filter(ident(column).lt_eq(lit(cutoff)))?
+                        .into_view()
+                }
+                None => provider,
+            };
+            ctx.register_table(input.name.as_str(), provider)?;
+            read.push((input.name.clone(), snapshot));
+        }
+        Ok(read)
+    }
 }
 
 impl Input {
+    fn error(&self, source: Error) -> Error {
+        Error::Input {
+            input: self.name.clone(),
+            location: self.table.location.clone(),
+            source: Box::new(source),
+        }
+    }
+
     fn check_columns(&self, schema: &SchemaRef, project: &Path) -> Result<()> {
         let declared = self
             .ids
@@ -314,7 +369,7 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-fn is_identifier(s: &str) -> bool {
+pub(crate) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

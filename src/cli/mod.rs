@@ -17,6 +17,7 @@ use datafusion_cli::print_options::{MaxRows, PrintOptions};
 
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, LakeFormat};
+use crate::output::TableFormat;
 use crate::project::Project;
 
 #[derive(Debug, Parser)]
@@ -39,8 +40,40 @@ pub enum Command {
     /// Build the identity graph and write its tables as Parquet, keeping canonical ids
     /// stable against the graph a previous run wrote there.
     Identity(IdentityArgs),
+    /// Build the identity graph, traits and features, and publish customer_360 with the
+    /// graph's tables and a features.json catalog.
+    Run(RunArgs),
+    /// Print the SQL a run executes, view by view and feature by feature.
+    Explain(ExplainArgs),
     /// Write a deterministic multi-source demo lake with known ground truth.
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Project file declaring inputs, identity rules, traits and features.
+    #[arg(long, short)]
+    pub project: PathBuf,
+    /// Compute as of this time (RFC 3339 or a date): later rows are left out, Delta inputs
+    /// are read at the version current then, windows end then. Default: now.
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// Folder or object-store prefix to publish into.
+    #[arg(long, short, default_value = "out")]
+    pub output: String,
+    /// Table format of the output.
+    #[arg(long, value_enum, default_value_t = TableFormat::Parquet)]
+    pub format: TableFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// Project file declaring inputs, identity rules, traits and features.
+    #[arg(long, short)]
+    pub project: PathBuf,
+    /// As-of time the windows end at (RFC 3339 or a date). Default: now.
+    #[arg(long)]
+    pub as_of: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -173,6 +206,27 @@ pub async fn run(cli: Cli) -> Result<()> {
             let (ctx, project) = open_project(&args.project).await?;
             let graph = crate::identity::run(&ctx, &project, &args.out).await?;
             println!("{} (written to {})", graph.summary(), args.out.display());
+            Ok(())
+        }
+        Command::Run(args) => {
+            let report = crate::run::run(&crate::run::RunOptions {
+                project: args.project,
+                as_of: args.as_of,
+                output: args.output,
+                format: args.format,
+            })
+            .await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Explain(args) => {
+            let project = Project::load(&args.project)?;
+            let as_of = match &args.as_of {
+                Some(t) => crate::run::parse_as_of(t)?,
+                None => chrono::Utc::now().timestamp_micros(),
+            };
+            let plan = crate::features::FeaturePlan::new(&project, &project.catalog, as_of);
+            print!("{}", plan.script());
             Ok(())
         }
         Command::Generate(args) => {

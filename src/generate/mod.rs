@@ -13,7 +13,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Decimal128Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Decimal128Array, Int64Array, ListBuilder, RecordBatch, StringArray,
+    StringBuilder,
+};
 use arrow::datatypes::{DataType, Field};
 use clap::ValueEnum;
 use deltalake::protocol::SaveMode;
@@ -140,6 +143,91 @@ anonymous_id = { user_id = 1 }
 
 [identity.limits]
 user_id = 1
+
+# What the customer 360 knows about each person.
+
+[[traits]]
+name = "first_name"
+description = "First name as the CRM has it"
+rule = "priority"
+from = ["crm_contacts.first_name"]
+
+[[traits]]
+name = "last_name"
+description = "Last name as the CRM has it"
+rule = "priority"
+from = ["crm_contacts.last_name"]
+
+[[features]]
+name = "n_events"
+description = "Clickstream events"
+owner = "analytics"
+input = "tracks"
+expr = "count(*)"
+
+[[features]]
+name = "last_products_viewed"
+description = "The five products viewed most recently, most recent first"
+owner = "analytics"
+input = "tracks"
+expr = "last_n(product_id, ts, 5)"
+filter = "event = 'product_viewed'"
+
+[[features]]
+name = "favourite_product"
+description = "The product viewed most often"
+owner = "analytics"
+input = "tracks"
+expr = "most_frequent(product_id)"
+filter = "event = 'product_viewed'"
+
+[[features]]
+name = "track_revenue"
+description = "Revenue of order_completed events in the clickstream"
+owner = "finance"
+input = "tracks"
+expr = "sum(revenue)"
+filter = "event = 'order_completed'"
+
+[[features]]
+name = "n_orders"
+description = "Orders placed"
+owner = "finance"
+input = "orders"
+expr = "count(*)"
+
+[[features]]
+name = "order_revenue"
+description = "Revenue of all orders"
+owner = "finance"
+input = "orders"
+expr = "sum(amount)"
+
+[[features]]
+name = "revenue_30d"
+description = "Order revenue in the 30 days up to the as-of time"
+owner = "finance"
+input = "orders"
+expr = "sum_in_window(amount, ts, INTERVAL '30 days')"
+
+[[features]]
+name = "payment_total"
+description = "Payments received"
+owner = "finance"
+input = "payments"
+expr = "sum(amount)"
+
+[[features]]
+name = "lifetime_revenue"
+description = "Revenue across every source: clickstream, orders and payments"
+owner = "finance"
+expr = "coalesce(track_revenue, 0) + coalesce(order_revenue, 0) + coalesce(payment_total, 0)"
+
+[[features]]
+name = "avg_order_value"
+description = "Order revenue per order"
+owner = "finance"
+expr = "order_revenue / nullif(n_orders, 0)"
 "#;
 
 /// The project file for the generated lake: clickstream as Parquet (what event pipelines
@@ -406,6 +494,13 @@ fn truth_people(lake: &Lake) -> Result<RecordBatch> {
             money_field("payment_total"),
             ts_field("first_seen", true),
             ts_field("last_seen", true),
+            money_field("lifetime_revenue"),
+            money_field("revenue_30d"),
+            Field::new(
+                "last_products_viewed",
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                false,
+            ),
         ],
         vec![
             strings(p.iter().map(|x| Some(x.id.as_str()))),
@@ -419,6 +514,20 @@ fn truth_people(lake: &Lake) -> Result<RecordBatch> {
             money(e.iter().map(|x| Some(x.payment_total_cents)))?,
             times(e.iter().map(|x| x.first_seen)),
             times(e.iter().map(|x| x.last_seen)),
+            money(e.iter().map(|x| {
+                Some(x.track_revenue_cents + x.order_revenue_cents + x.payment_total_cents)
+            }))?,
+            money(e.iter().map(|x| Some(x.revenue_30d_cents)))?,
+            {
+                let mut b = ListBuilder::new(StringBuilder::new());
+                for x in e {
+                    for p in x.last_viewed(5) {
+                        b.values().append_value(p);
+                    }
+                    b.append(true);
+                }
+                Arc::new(b.finish()) as ArrayRef
+            },
         ],
     )
 }

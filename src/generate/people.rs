@@ -12,8 +12,8 @@ pub type Micros = i64;
 const DAY: Micros = 86_400_000_000;
 /// 2025-01-01T00:00:00Z
 const START: Micros = 1_735_689_600_000_000;
-/// 2026-06-30T00:00:00Z: nothing happens after this.
-const END: Micros = 1_782_777_600_000_000;
+/// 2026-06-30T00:00:00Z: nothing happens after this; the truth's windows end here.
+pub const END: Micros = 1_782_777_600_000_000;
 
 /// Identifiers shared by many people: what blocklists and hub rules exist for.
 pub const JUNK_EMAIL: &str = "test@test.com";
@@ -132,9 +132,22 @@ pub struct Expected {
     pub payment_total_cents: i64,
     pub first_seen: Option<Micros>,
     pub last_seen: Option<Micros>,
+    /// Revenue the clickstream logged (`order_completed` events).
+    pub track_revenue_cents: i64,
+    /// Order revenue in the 30 days up to [`END`].
+    pub revenue_30d_cents: i64,
+    /// `(time, product)` of every `product_viewed` event.
+    pub viewed: Vec<(Micros, String)>,
 }
 
 impl Expected {
+    /// The `n` most recently viewed products, most recent first (equal times: smaller first).
+    pub fn last_viewed(&self, n: usize) -> Vec<&str> {
+        let mut v: Vec<&(Micros, String)> = self.viewed.iter().collect();
+        v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        v.into_iter().take(n).map(|(_, p)| p.as_str()).collect()
+    }
+
     fn seen(&mut self, ts: Micros) {
         self.first_seen = Some(self.first_seen.map_or(ts, |f| f.min(ts)));
         self.last_seen = Some(self.last_seen.map_or(ts, |l| l.max(ts)));
@@ -412,6 +425,9 @@ fn activity(rng: &mut ChaCha8Rng, i: usize, p: &Person, lake: &mut Lake, exp: &m
         });
         exp.n_orders += 1;
         exp.order_revenue_cents += amount_cents;
+        if ts > END - 30 * DAY && ts <= END {
+            exp.revenue_30d_cents += amount_cents;
+        }
         exp.seen(ts);
         order_times.push((ts, amount_cents));
         if rng.random_bool(0.9) {
@@ -447,6 +463,7 @@ fn activity(rng: &mut ChaCha8Rng, i: usize, p: &Person, lake: &mut Lake, exp: &m
             last_name: p.last_name.to_string(),
             updated_at: at(rng),
         });
+        exp.seen(lake.crm.last().expect("just pushed").updated_at);
     }
 
     // Clickstream: about 22 events, on the person's devices, logged in where they signed in.
@@ -496,6 +513,11 @@ fn activity(rng: &mut ChaCha8Rng, i: usize, p: &Person, lake: &mut Lake, exp: &m
         }
         exp.n_events += 1;
         exp.seen(row.ts);
+        if row.event == "product_viewed" {
+            if let Some(product) = &row.product_id {
+                exp.viewed.push((row.ts, product.clone()));
+            }
+        }
         lake.saw(i, "anonymous_id", &row.anonymous_id);
         if let Some(uid) = &row.user_id {
             lake.saw(i, "user_id", uid);
@@ -514,6 +536,7 @@ fn activity(rng: &mut ChaCha8Rng, i: usize, p: &Person, lake: &mut Lake, exp: &m
             ts,
         });
         exp.n_events += 1;
+        exp.track_revenue_cents += amount_cents;
     }
 }
 

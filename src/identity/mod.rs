@@ -11,6 +11,7 @@
 
 pub mod canonical;
 pub mod config;
+mod lookup;
 mod tables;
 
 use std::collections::{HashMap, VecDeque};
@@ -557,8 +558,13 @@ pub async fn load_previous(
     let location = path.display().to_string();
     let df = ctx
         .read_parquet(location.as_str(), Default::default())
-        .await?
-        .select_columns(&["id_type", "id_value", "canonical_id", "first_seen"])?;
+        .await?;
+    previous_from(df).await.map(Some)
+}
+
+/// A previous run's `identity_graph`, read from `df`.
+pub async fn previous_from(df: datafusion::prelude::DataFrame) -> Result<Previous> {
+    let df = df.select_columns(&["id_type", "id_value", "canonical_id", "first_seen"])?;
     let mut rows: Vec<(String, String, String, i64)> = vec![];
     for batch in df.collect().await? {
         let col = |i: usize| cast(batch.column(i), &DataType::Utf8);
@@ -596,14 +602,13 @@ pub async fn load_previous(
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-    Ok(Some(
-        rows.into_iter()
-            .map(|(t, v, c, _)| {
-                let first = cluster_first[&c];
-                ((t, v), (c, first))
-            })
-            .collect(),
-    ))
+    Ok(rows
+        .into_iter()
+        .map(|(t, v, c, _)| {
+            let first = cluster_first[&c];
+            ((t, v), (c, first))
+        })
+        .collect())
 }
 
 /// Builds the graph and writes its tables as Parquet into `out`, keeping canonical ids

@@ -279,6 +279,7 @@ pub(super) fn register(ctx: &SessionContext, graph: Arc<IdentityGraph>) -> Resul
     for (name, table) in graph.output_tables()? {
         ctx.register_table(name, table)?;
     }
+    ctx.register_udf(super::lookup::udf(graph.clone()));
     ctx.register_udtf("why_merged", Arc::new(WhyMerged(graph)));
     Ok(())
 }

@@ -13,6 +13,7 @@ use datafusion::datasource::listing_table_factory::ListingTableFactory;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::CreateExternalTable;
 use deltalake::{DeltaTableBuilder, DeltaTableError};
+use url::Url;
 
 use super::storage::{self, is_storage_key, resolve_location, StorageOptions};
 use super::Format;
@@ -140,6 +141,60 @@ impl TableProviderFactory for LakeTableFactory {
     }
 }
 
+fn delta_builder(url: &Url, storage: &StorageOptions) -> Result<DeltaTableBuilder> {
+    let mut b =
+        DeltaTableBuilder::from_url(url.clone())?.with_storage_options(storage.for_delta(url));
+    if url.scheme() == "memory" {
+        b = b.with_storage_backend(storage::memory_store(), url.clone());
+    }
+    Ok(b)
+}
+
+/// The version of the Delta table at `url` current at `as_of` (RFC 3339), or the latest.
+/// A table whose first commit is after `as_of` (a backfill) gives its latest version, and
+/// says so.
+pub async fn delta_version_at(
+    url: &Url,
+    storage: &StorageOptions,
+    as_of: Option<&str>,
+) -> Result<(u64, Option<String>)> {
+    let not_table = |e: DeltaTableError| Error::location(url.as_str(), e);
+    let Some(at) = as_of else {
+        let table = delta_builder(url, storage)?
+            .load()
+            .await
+            .map_err(not_table)?;
+        return Ok((table.version().unwrap_or(0) as u64, None));
+    };
+    let table = delta_builder(url, storage)?
+        .with_datestring(at)
+        .map_err(not_table)?
+        .load()
+        .await
+        .map_err(not_table)?;
+    let version = table.version().unwrap_or(0);
+    let committed = table
+        .snapshot()
+        .ok()
+        .and_then(|s| s.version_timestamp(version));
+    let requested = chrono::DateTime::parse_from_rfc3339(at).map(|t| t.timestamp_millis());
+    match (committed, requested) {
+        // No version existed at `as_of`: the table was loaded later (a backfill), so the
+        // latest version is the best account of the past, read up to `as_of` by event time.
+        (Some(c), Ok(r)) if c > r => {
+            let latest = delta_builder(url, storage)?
+                .load()
+                .await
+                .map_err(not_table)?;
+            let latest = latest.version().unwrap_or(0) as u64;
+            Ok((latest, Some(format!(
+                "first committed after the as-of time: read at its latest version, {latest}, rows filtered by event time"
+            ))))
+        }
+        _ => Ok((version as u64, None)),
+    }
+}
+
 async fn open_delta(
     state: &dyn Session,
     location: &str,
@@ -149,14 +204,7 @@ async fn open_delta(
 ) -> Result<Arc<dyn TableProvider>> {
     let url = resolve_location(location, None)?;
     super::ensure_exists(&url, storage).await?;
-    let builder = || -> Result<DeltaTableBuilder> {
-        let mut b =
-            DeltaTableBuilder::from_url(url.clone())?.with_storage_options(storage.for_delta(&url));
-        if url.scheme() == "memory" {
-            b = b.with_storage_backend(storage::memory_store(), url.clone());
-        }
-        Ok(b)
-    };
+    let builder = || delta_builder(&url, storage);
     let loaded = match (version, timestamp) {
         (Some(_), Some(_)) => {
             return Err(Error::location(

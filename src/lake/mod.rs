@@ -16,10 +16,10 @@ use datafusion::logical_expr::CreateExternalTable;
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
-pub use factory::LakeTableFactory;
+pub use factory::{delta_version_at, LakeTableFactory};
 pub use storage::{resolve_location, StorageOptions};
 
 use crate::error::{Error, Result};
@@ -122,7 +122,7 @@ fn has_glob(url: &Url) -> bool {
     url.path().contains(['*', '?', '['])
 }
 
-fn object_path(url: &Url) -> Result<ObjectPath> {
+pub(crate) fn object_path(url: &Url) -> Result<ObjectPath> {
     ObjectPath::from_url_path(url.path()).map_err(|e| Error::location(url.as_str(), e))
 }
 
@@ -190,4 +190,82 @@ pub async fn detect_format(url: &Url, storage: &StorageOptions) -> Result<Format
         Some(Err(e)) => Err(Error::location(url.as_str(), e)),
         None => Ok(Format::Parquet),
     }
+}
+
+/// What a run read of one table: the Delta version, or the Parquet files' count, size and
+/// latest change, so a later run can tell whether anything changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub format: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Pins `spec` to what is there now (or at `as_of` for a Delta table without an explicit
+/// version), and describes it.
+pub async fn pin(spec: &TableSpec, as_of: Option<&str>) -> Result<(TableSpec, Snapshot)> {
+    let url = resolve_location(&spec.location, None)?;
+    let format = match spec.format {
+        Format::Auto => detect_format(&url, &spec.storage).await?,
+        f => f,
+    };
+    let mut pinned = spec.clone();
+    pinned.format = format;
+    if format == Format::Delta {
+        let (version, note) = match &spec.time_travel {
+            TimeTravel::Version(v) => (*v as u64, None),
+            TimeTravel::Timestamp(t) => delta_version_at(&url, &spec.storage, Some(t)).await?,
+            TimeTravel::Latest => delta_version_at(&url, &spec.storage, as_of).await?,
+        };
+        pinned.time_travel = TimeTravel::Version(version as i64);
+        let snapshot = Snapshot {
+            format: "delta".into(),
+            version: Some(version),
+            files: None,
+            bytes: None,
+            last_modified: None,
+            note,
+        };
+        return Ok((pinned, snapshot));
+    }
+    ensure_exists(&url, &spec.storage).await?;
+    let store = storage::object_store_for(&url, &spec.storage)?;
+    let prefix = object_path(&url)?;
+    let (mut files, mut bytes, mut latest) = (0usize, 0u64, None);
+    let mut listing = store.list(Some(&prefix));
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(|e| Error::location(url.as_str(), e))?;
+        if meta
+            .location
+            .filename()
+            .is_some_and(|f| f.starts_with(['.', '_']))
+        {
+            continue;
+        }
+        files += 1;
+        bytes += meta.size;
+        latest = latest.max(Some(meta.last_modified));
+    }
+    if files == 0 {
+        if let Ok(meta) = store.head(&prefix).await {
+            (files, bytes, latest) = (1, meta.size, Some(meta.last_modified));
+        }
+    }
+    let snapshot = Snapshot {
+        format: "parquet".into(),
+        version: None,
+        files: Some(files),
+        bytes: Some(bytes),
+        last_modified: latest.map(|t| t.to_rfc3339()),
+        note: None,
+    };
+    Ok((pinned, snapshot))
 }

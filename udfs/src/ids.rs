@@ -1,7 +1,8 @@
 //! Canonical person ids shared by every stitching surface: `c360_` and a 64-bit FNV-1a
 //! hash of an identifier, stable across platforms, releases and runs.
 
-fn fnv1a(parts: &[&str]) -> u64 {
+/// 64-bit FNV-1a of `parts`, separated so `["ab", "c"]` and `["a", "bc"]` differ.
+pub fn fnv1a(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {

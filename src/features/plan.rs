@@ -1,0 +1,391 @@
+//! The SQL a run executes, generated from the project so it can be printed (`c360 explain`)
+//! and audited: one stitched view per input, one aggregate per (input, filter, window),
+//! one query per trait, then one statement joining them to the people of the identity graph.
+
+use std::collections::BTreeMap;
+
+use datafusion::prelude::{DataFrame, SessionContext};
+
+use super::{id_list_column, Catalog, Feature, Rule, Trait};
+use crate::error::{Error, Result};
+use crate::project::Project;
+
+/// One named piece of the plan, shown by `c360 explain`.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// What it computes, e.g. `feature n_orders`.
+    pub title: String,
+    pub sql: String,
+}
+
+/// Everything a run executes, in order.
+#[derive(Debug, Clone)]
+pub struct FeaturePlan {
+    /// `CREATE VIEW stitched_<input>` statements.
+    pub views: Vec<Step>,
+    /// Each trait's and feature's own part of the final statement.
+    pub parts: Vec<Step>,
+    /// The statement producing `customer_360`.
+    pub query: String,
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn text(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// The view of `input` whose rows carry their person's `c360_id`.
+pub fn stitched(input: &str) -> String {
+    format!("stitched_{input}")
+}
+
+/// A timestamp literal for `micros` since the epoch, UTC.
+pub fn timestamp_literal(micros: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
+    format!(
+        "TIMESTAMP {}",
+        text(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    )
+}
+
+impl FeaturePlan {
+    /// Generates the plan of `project` for a run whose as-of time is `as_of` (UTC micros).
+    pub fn new(project: &Project, catalog: &Catalog, as_of: i64) -> Self {
+        let config = &project.identity;
+        let mut views = vec![];
+        for input in project.inputs.iter().filter(|i| !i.ids.is_empty()) {
+            let mut ids = input.ids.clone();
+            ids.sort_by_key(|id| (config.rank(&id.id_type), id.column.clone()));
+            let lookups: Vec<String> = ids
+                .iter()
+                .map(|id| {
+                    format!(
+                        "canonical_id({}, {})",
+                        text(&id.id_type),
+                        config.normalize[&id.id_type].sql(&quote(&id.column))
+                    )
+                })
+                .collect();
+            let person = if lookups.len() == 1 {
+                lookups[0].clone()
+            } else {
+                format!("COALESCE({})", lookups.join(", "))
+            };
+            views.push(Step {
+                title: format!("stitched rows of {}", input.name),
+                sql: format!(
+                    "CREATE VIEW {} AS\nSELECT {person} AS c360_id, *\nFROM {}",
+                    stitched(&input.name),
+                    quote(&input.name)
+                ),
+            });
+        }
+
+        let event_time = |input: &str| {
+            project
+                .inputs
+                .iter()
+                .find(|i| i.name == input)
+                .and_then(|i| i.event_time.clone())
+        };
+        let mut ctes: Vec<(String, String)> = vec![];
+        let mut parts = vec![];
+        let people = people_sql(&config.priority);
+        ctes.push(("people".into(), people.clone()));
+        parts.push(Step {
+            title: "people: one row per canonical id, identifiers grouped by type".into(),
+            sql: people,
+        });
+
+        let mut joins: Vec<(String, Vec<String>)> = vec![];
+        for (i, t) in catalog.traits.iter().enumerate() {
+            let cte = format!("trait_{i}");
+            let sql = trait_sql(t, &event_time);
+            parts.push(Step {
+                title: format!("trait {} ({})", t.name, t.rule_name()),
+                sql: sql.clone(),
+            });
+            ctes.push((cte.clone(), sql));
+            joins.push((cte.clone(), vec![format!("{cte}.{}", quote(&t.name))]));
+        }
+
+        // Aggregate features sharing an input, filter and window share one scan.
+        let mut groups: BTreeMap<(String, String, String), Vec<&Feature>> = BTreeMap::new();
+        for f in catalog.features.iter().filter(|f| f.input.is_some()) {
+            let key = (
+                f.input.clone().unwrap_or_default(),
+                f.filter.clone().unwrap_or_default(),
+                f.window.clone().unwrap_or_default(),
+            );
+            groups.entry(key).or_default().push(f);
+        }
+        for (g, ((input, filter, window), features)) in groups.into_iter().enumerate() {
+            let cte = format!("features_{g}");
+            let mut conditions = vec!["c360_id IS NOT NULL".to_string()];
+            if !filter.is_empty() {
+                conditions.push(format!("({filter})"));
+            }
+            if !window.is_empty() {
+                let ts = quote(&event_time(&input).unwrap_or_default());
+                conditions.push(format!(
+                    "{ts} > {} - INTERVAL {}",
+                    timestamp_literal(as_of),
+                    text(&window)
+                ));
+            }
+            let from = format!(
+                "FROM {}\nWHERE {}\nGROUP BY c360_id",
+                stitched(&input),
+                conditions.join("\n  AND ")
+            );
+            for f in &features {
+                parts.push(Step {
+                    title: format!("feature {}", f.name),
+                    sql: format!("SELECT c360_id, {} AS {}\n{from}", f.expr, quote(&f.name)),
+                });
+            }
+            let columns: Vec<String> = features
+                .iter()
+                .map(|f| format!("{} AS {}", f.expr, quote(&f.name)))
+                .collect();
+            ctes.push((
+                cte.clone(),
+                format!("SELECT c360_id, {}\n{from}", columns.join(",\n       ")),
+            ));
+            // A person without rows gets what the aggregate gives over no rows: 0 for
+            // count(*), NULL for sum, [] for last_n.
+            let defaults = features
+                .iter()
+                .map(|f| {
+                    format!(
+                        "COALESCE({cte}.{name}, (SELECT {} FROM {} WHERE false)) AS {name}",
+                        f.expr,
+                        stitched(&input),
+                        name = quote(&f.name)
+                    )
+                })
+                .collect();
+            joins.push((cte, defaults));
+        }
+
+        let mut select = vec!["people.*".to_string()];
+        let mut from = "people".to_string();
+        for (cte, columns) in &joins {
+            select.extend(columns.iter().cloned());
+            from.push_str(&format!(
+                "\n  LEFT JOIN {cte} ON {cte}.c360_id = people.c360_id"
+            ));
+        }
+        ctes.push((
+            "level_0".into(),
+            format!("SELECT {}\nFROM {from}", select.join(", ")),
+        ));
+
+        // Derived features, one level per step of their dependency order.
+        let mut level_of: BTreeMap<String, usize> = BTreeMap::new();
+        let mut levels: Vec<Vec<&Feature>> = vec![];
+        for f in catalog.features.iter().filter(|f| f.input.is_none()) {
+            let level = catalog
+                .derived_dependencies(f)
+                .iter()
+                .map(|d| level_of.get(d).copied().unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+                + 1;
+            level_of.insert(f.name.clone(), level);
+            if levels.len() < level {
+                levels.resize_with(level, Vec::new);
+            }
+            levels[level - 1].push(f);
+        }
+        for (l, features) in levels.iter().enumerate() {
+            let columns: Vec<String> = features
+                .iter()
+                .map(|f| format!("({}) AS {}", f.expr, quote(&f.name)))
+                .collect();
+            for f in features {
+                parts.push(Step {
+                    title: format!("feature {}", f.name),
+                    sql: format!(
+                        "SELECT c360_id, ({}) AS {}\nFROM level_{l}",
+                        f.expr,
+                        quote(&f.name)
+                    ),
+                });
+            }
+            ctes.push((
+                format!("level_{}", l + 1),
+                format!("SELECT *, {}\nFROM level_{l}", columns.join(", ")),
+            ));
+        }
+
+        let mut output = vec!["c360_id".to_string()];
+        output.extend(config.priority.iter().map(|t| quote(&id_list_column(t))));
+        output.extend(["first_seen".to_string(), "last_seen".to_string()]);
+        output.extend(catalog.traits.iter().map(|t| quote(&t.name)));
+        output.extend(catalog.features.iter().map(|f| quote(&f.name)));
+        let with: Vec<String> = ctes
+            .iter()
+            .map(|(name, sql)| format!("{name} AS (\n{}\n)", indent(sql)))
+            .collect();
+        let query = format!(
+            "WITH {}\nSELECT {}\nFROM level_{}\nORDER BY c360_id",
+            with.join(",\n"),
+            output.join(", "),
+            levels.len()
+        );
+        Self {
+            views,
+            parts,
+            query,
+        }
+    }
+
+    /// Creates the stitched views in `ctx`.
+    pub async fn create_views(&self, ctx: &SessionContext) -> Result<()> {
+        for view in &self.views {
+            ctx.sql(&view.sql).await?;
+        }
+        Ok(())
+    }
+
+    /// Plans every part on its own first, so a bad definition is reported against the
+    /// feature or trait it belongs to, then the whole statement.
+    pub async fn dataframe(
+        &self,
+        ctx: &SessionContext,
+        project: &Project,
+        catalog: &Catalog,
+    ) -> Result<DataFrame> {
+        for part in &self.parts {
+            let Some((kind, name)) = part.title.split_once(' ') else {
+                continue;
+            };
+            let line = match kind {
+                "feature" => catalog
+                    .features
+                    .iter()
+                    .find(|f| f.name == name)
+                    .map(|f| f.line),
+                "trait" => {
+                    let name = name.split(' ').next().unwrap_or(name);
+                    catalog
+                        .traits
+                        .iter()
+                        .find(|t| t.name == name)
+                        .map(|t| t.line)
+                }
+                _ => None,
+            };
+            let Some(line) = line else { continue };
+            let sql = if part.sql.contains("FROM level_") {
+                // Derived: over the levels below it.
+                let cut = self
+                    .query
+                    .rfind("\nSELECT c360_id,")
+                    .unwrap_or(self.query.len());
+                format!("{}\n{}", &self.query[..cut], part.sql)
+            } else {
+                part.sql.clone()
+            };
+            let planned = match ctx.sql(&sql).await {
+                Ok(df) => df.create_physical_plan().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = planned {
+                return Err(Error::config(
+                    project.path.display().to_string(),
+                    format!("line {line}, {}: {}", part.title, e.strip_backtrace()),
+                ));
+            }
+        }
+        Ok(ctx.sql(&self.query).await?)
+    }
+
+    /// The whole plan as one SQL script, for `c360 explain`.
+    pub fn script(&self) -> String {
+        let mut out = String::new();
+        for step in &self.views {
+            out.push_str(&format!("-- {}\n{};\n\n", step.title, step.sql));
+        }
+        for step in &self.parts {
+            out.push_str(&format!(
+                "-- {}\n-- {}\n\n",
+                step.title,
+                step.sql.replace('\n', "\n-- ")
+            ));
+        }
+        out.push_str(&format!("-- customer_360\n{};\n", self.query));
+        out
+    }
+}
+
+fn indent(sql: &str) -> String {
+    sql.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn people_sql(id_types: &[String]) -> String {
+    let mut columns = vec!["canonical_id AS c360_id".to_string()];
+    for t in id_types {
+        columns.push(format!(
+            "array_agg(id_value ORDER BY id_value) FILTER (WHERE id_type = {}) AS {}",
+            text(t),
+            quote(&id_list_column(t))
+        ));
+    }
+    columns.push("min(first_seen) AS first_seen".into());
+    columns.push("max(last_seen) AS last_seen".into());
+    format!(
+        "SELECT {}\nFROM identity_graph\nGROUP BY canonical_id",
+        columns.join(",\n       ")
+    )
+}
+
+fn trait_sql(t: &Trait, event_time: &dyn Fn(&str) -> Option<String>) -> String {
+    let sources: Vec<String> = t
+        .from
+        .iter()
+        .enumerate()
+        .map(|(k, (input, column))| {
+            // Without an event time every value is equally old: ties go to the smallest.
+            let ts = match event_time(input) {
+                Some(c) => format!("CAST({} AS TIMESTAMP)", quote(&c)),
+                None => "TIMESTAMP '1970-01-01T00:00:00'".into(),
+            };
+            format!(
+                "SELECT c360_id, CAST({col} AS VARCHAR) AS value, {ts} AS ts, {k} AS source_rank\n  FROM {}\n  WHERE c360_id IS NOT NULL",
+                stitched(input),
+                col = quote(column),
+            )
+        })
+        .collect();
+    let pick = match t.rule {
+        Rule::MostRecent => "array_element(last_n(value, ts, 1), 1)".to_string(),
+        Rule::MostFrequent => "most_frequent(value)".to_string(),
+        Rule::Priority => {
+            let per_source: Vec<String> = (0..t.from.len())
+                .map(|k| {
+                    format!(
+                        "array_element(last_n(value, ts, 1) FILTER (WHERE source_rank = {k}), 1)"
+                    )
+                })
+                .collect();
+            if per_source.len() == 1 {
+                per_source[0].clone()
+            } else {
+                format!("COALESCE({})", per_source.join(", "))
+            }
+        }
+    };
+    format!(
+        "SELECT c360_id, {pick} AS {}\nFROM (\n  {}\n)\nWHERE value IS NOT NULL AND trim(value) <> ''\nGROUP BY c360_id",
+        quote(&t.name),
+        sources.join("\n  UNION ALL\n  ")
+    )
+}

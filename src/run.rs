@@ -1,0 +1,350 @@
+//! `c360 run`: the job. Reads every input as of one point in time, builds the identity
+//! graph, computes traits and features, and publishes `customer_360` beside the graph's
+//! tables, then `features.json`, the catalog describing every column and what was read.
+//!
+//! Point in time: with an as-of time T (default: the run's start) every input is read as
+//! it was at T: Delta tables at the version current at T, rows with an event time after T
+//! left out, windows ending at T. Two runs with the same T over unchanged inputs write
+//! identical tables.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::prelude::SessionContext;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::features::{id_list_column, FeaturePlan};
+use crate::identity::{self, IdentityGraph};
+use crate::lake::{self, Snapshot, StorageOptions, TableSpec};
+use crate::output::{Output, TableFormat};
+use crate::project::Project;
+
+/// The catalog file written beside the tables.
+pub const CATALOG_FILE: &str = "features.json";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub project: std::path::PathBuf,
+    /// RFC 3339; `None`: the run's start.
+    pub as_of: Option<String>,
+    pub output: String,
+    pub format: TableFormat,
+}
+
+/// One published table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Published {
+    pub name: String,
+    pub location: String,
+    pub rows: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub tables: Vec<Published>,
+    pub identity: String,
+    pub as_of: String,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for RunReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let people = self.tables.first().map_or(0, |t| t.rows);
+        write!(
+            f,
+            "{people} people as of {} in {:.1} s; {}; written to {}",
+            self.as_of,
+            self.seconds,
+            self.identity,
+            self.tables
+                .first()
+                .map(|t| t.location.as_str())
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// Phase messages: text on a terminal, JSON lines otherwise (for schedulers' log search).
+struct Progress {
+    start: Instant,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn phase(&self, phase: &str, detail: Value) {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        if self.terminal {
+            let detail = match &detail {
+                Value::Object(m) if !m.is_empty() => {
+                    let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!(" ({})", parts.join(", "))
+                }
+                _ => String::new(),
+            };
+            eprintln!("c360 run [{elapsed:>6.1}s] {phase}{detail}");
+        } else {
+            eprintln!(
+                "{}",
+                json!({"event": "phase", "phase": phase, "elapsed_s": elapsed, "detail": detail})
+            );
+        }
+    }
+}
+
+fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// Parses `--as-of`: RFC 3339, or a date (midnight UTC).
+pub fn parse_as_of(text: &str) -> Result<i64> {
+    let t = text.trim();
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(d.timestamp_micros());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(d
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_micros());
+    }
+    Err(Error::Usage(format!(
+        "--as-of: expected an RFC 3339 time such as 2026-06-30T00:00:00Z or a date such as 2026-06-30, got '{text}'"
+    )))
+}
+
+/// Runs the job.
+pub async fn run(opts: &RunOptions) -> Result<RunReport> {
+    let progress = Progress::new();
+    let computed_at = chrono::Utc::now().timestamp_micros();
+    let as_of = match &opts.as_of {
+        Some(t) => parse_as_of(t)?,
+        None => computed_at,
+    };
+    let project = Project::load(&opts.project)?;
+    let output = Output::new(&opts.output, StorageOptions::default(), opts.format)?;
+    let ctx = crate::session()?;
+    ctx.sql(&format!("SET c360.reference_time = '{}'", rfc3339(as_of)))
+        .await?;
+
+    progress.phase(
+        "reading inputs",
+        json!({"inputs": project.inputs.len(), "as_of": rfc3339(as_of)}),
+    );
+    let read = project.register_inputs_as_of(&ctx, as_of).await?;
+
+    progress.phase("building the identity graph", json!({}));
+    let previous = read_previous(&ctx, &output).await?;
+    let graph = Arc::new(identity::build(&ctx, &project, previous.as_ref()).await?);
+    identity::register_tables(&ctx, graph.clone())?;
+    progress.phase(
+        "identity graph built",
+        json!({"identifiers": graph.len(), "people": graph.components(), "quarantined": graph.quarantine.len()}),
+    );
+
+    progress.phase(
+        "computing traits and features",
+        json!({"traits": project.catalog.traits.len(), "features": project.catalog.features.len()}),
+    );
+    let plan = FeaturePlan::new(&project, &project.catalog, as_of);
+    plan.create_views(&ctx).await?;
+    let customers = plan.dataframe(&ctx, &project, &project.catalog).await?;
+    let customers = crate::output::reader_safe_frame(customers)?;
+
+    let mut catalog = catalog(
+        &project,
+        &graph,
+        &customers,
+        &read,
+        computed_at,
+        as_of,
+        opts.format,
+    );
+    let footer = |table: &str| {
+        vec![
+            ("c360.table".to_string(), table.to_string()),
+            ("c360.as_of".to_string(), rfc3339(as_of)),
+            ("c360.computed_at".to_string(), rfc3339(computed_at)),
+            ("c360.catalog".to_string(), catalog.to_string()),
+        ]
+    };
+    // The graph's tables first, customer_360 next, the catalog last: a reader that finds
+    // the catalog finds everything it describes.
+    let mut tables = vec![];
+    for (name, table) in graph.output_tables()? {
+        progress.phase("writing", json!({"table": name}));
+        let rows = output
+            .write_table(name, ctx.read_table(table)?, &footer(name))
+            .await?;
+        tables.push(published(&output, name, rows)?);
+    }
+    progress.phase("writing", json!({"table": "customer_360"}));
+    let rows = output
+        .write_table("customer_360", customers, &footer("customer_360"))
+        .await?;
+    tables.insert(0, published(&output, "customer_360", rows)?);
+    catalog["tables"] = serde_json::to_value(&tables)?;
+    let text = serde_json::to_vec_pretty(&catalog)?;
+    output.put(CATALOG_FILE, text).await?;
+    let report = RunReport {
+        tables,
+        identity: graph.summary(),
+        as_of: rfc3339(as_of),
+        seconds: progress.start.elapsed().as_secs_f64(),
+    };
+    progress.phase("done", json!({"people": rows}));
+    Ok(report)
+}
+
+fn published(output: &Output, name: &str, rows: u64) -> Result<Published> {
+    Ok(Published {
+        name: name.to_string(),
+        location: output.table_url(name)?.to_string(),
+        rows,
+    })
+}
+
+/// The identity graph a previous run published here, for stable canonical ids.
+async fn read_previous(
+    ctx: &SessionContext,
+    output: &Output,
+) -> Result<Option<identity::Previous>> {
+    if output.get(CATALOG_FILE).await?.is_none() {
+        return Ok(None);
+    }
+    let spec = TableSpec {
+        location: output.table_url("identity_graph")?.to_string(),
+        format: match output.format {
+            TableFormat::Parquet => lake::Format::Parquet,
+            TableFormat::Delta => lake::Format::Delta,
+        },
+        time_travel: lake::TimeTravel::Latest,
+        storage: output.storage().clone(),
+    };
+    let provider = match lake::open(&ctx.state(), "previous_identity_graph", &spec, None).await {
+        Ok(p) => p,
+        // Published in the other format, or removed: start afresh.
+        Err(Error::Location { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(
+        identity::previous_from(ctx.read_table(provider)?).await?,
+    ))
+}
+
+/// `features.json`: every column of customer_360 with its description, type, owner and
+/// definition signature, and what the run read.
+fn catalog(
+    project: &Project,
+    graph: &IdentityGraph,
+    customers: &datafusion::prelude::DataFrame,
+    read: &[(String, Snapshot)],
+    computed_at: i64,
+    as_of: i64,
+    format: TableFormat,
+) -> Value {
+    let types: std::collections::HashMap<&str, String> = customers
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type().to_string()))
+        .collect();
+    let column = |name: &str,
+                  kind: &str,
+                  description: String,
+                  owner: Option<&String>,
+                  signature: Option<String>,
+                  definition: Value| {
+        json!({
+            "name": name,
+            "kind": kind,
+            "type": types.get(name).cloned().unwrap_or_default(),
+            "description": description,
+            "owner": owner,
+            "signature": signature,
+            "definition": definition,
+            "computed_at": rfc3339(computed_at),
+            "as_of": rfc3339(as_of),
+        })
+    };
+    let mut columns = vec![column(
+        "c360_id",
+        "id",
+        "Canonical person id, stable from run to run".into(),
+        None,
+        None,
+        Value::Null,
+    )];
+    for t in &project.identity.priority {
+        columns.push(column(
+            &id_list_column(t),
+            "identifiers",
+            format!("Every {t} of the person, normalized and sorted"),
+            None,
+            None,
+            Value::Null,
+        ));
+    }
+    for (name, what) in [("first_seen", "earliest"), ("last_seen", "latest")] {
+        columns.push(column(
+            name,
+            "identity",
+            format!("The {what} event time of any row carrying one of the person's identifiers"),
+            None,
+            None,
+            Value::Null,
+        ));
+    }
+    for t in &project.catalog.traits {
+        let from: Vec<String> = t.from.iter().map(|(i, c)| format!("{i}.{c}")).collect();
+        columns.push(column(
+            &t.name,
+            "trait",
+            t.description.clone(),
+            t.owner.as_ref(),
+            Some(t.signature()),
+            json!({"rule": t.rule_name(), "from": from}),
+        ));
+    }
+    for f in &project.catalog.features {
+        columns.push(column(
+            &f.name,
+            "feature",
+            f.description.clone(),
+            f.owner.as_ref(),
+            Some(f.signature()),
+            json!({"input": f.input, "expr": f.expr, "filter": f.filter, "window": f.window}),
+        ));
+    }
+    let inputs: serde_json::Map<String, Value> = read
+        .iter()
+        .map(|(name, s)| (name.clone(), serde_json::to_value(s).unwrap_or(Value::Null)))
+        .collect();
+    json!({
+        "project": project.name,
+        "computed_at": rfc3339(computed_at),
+        "as_of": rfc3339(as_of),
+        "format": match format { TableFormat::Parquet => "parquet", TableFormat::Delta => "delta" },
+        "identity": {
+            "identifiers": graph.len(),
+            "people": graph.components(),
+            "quarantined": graph.quarantine.len(),
+            "signature": crate::features::signature(&[&format!("{:?}", project.identity)]),
+        },
+        "inputs": inputs,
+        "columns": columns,
+    })
+}
