@@ -162,6 +162,9 @@ impl Output {
                 Ok(rows)
             }
             TableFormat::Delta => {
+                if let Ok(path) = target.to_file_path() {
+                    std::fs::create_dir_all(&path).map_err(|e| failed(&e))?;
+                }
                 let batches = df.collect().await?;
                 let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
                 let delta = DeltaTable::try_from_url_with_storage_options(

@@ -58,6 +58,8 @@ pub struct Project {
     pub has_identity: bool,
     /// `[[features]]` and `[[traits]]`.
     pub catalog: Catalog,
+    /// `[storage]`: defaults for inputs on object stores, and for the run's output.
+    pub storage: StorageOptions,
 }
 
 /// One input table of the lake.
@@ -252,6 +254,7 @@ impl Project {
         )?;
         Ok(Project {
             catalog,
+            storage: defaults,
             name: raw.project.name.unwrap_or_else(|| "c360".into()),
             path: path.to_path_buf(),
             inputs,

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::error::{Error, Result};
 use crate::features::{id_list_column, FeaturePlan};
 use crate::identity::{self, IdentityGraph};
-use crate::lake::{self, Snapshot, StorageOptions, TableSpec};
+use crate::lake::{self, Snapshot, TableSpec};
 use crate::output::{Output, TableFormat};
 use crate::project::Project;
 
@@ -135,7 +135,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport> {
         None => computed_at,
     };
     let project = Project::load(&opts.project)?;
-    let output = Output::new(&opts.output, StorageOptions::default(), opts.format)?;
+    let output = Output::new(&opts.output, project.storage.clone(), opts.format)?;
     let ctx = crate::session()?;
     ctx.sql(&format!("SET c360.reference_time = '{}'", rfc3339(as_of)))
         .await?;

@@ -248,7 +248,7 @@ fn person(seed: u64, i: usize) -> Person {
         Kind::Anonymous => false,
     };
     let crm_id = in_crm.then(|| format!("CRM-{:07}", scramble(iu, 10_000_000)));
-    let start = START + rng.random_range(0..(END - START - 200 * DAY));
+    let start = START + rng.random_range(0..(END - START - 30 * DAY));
     Person {
         id: format!("p{i:07}"),
         kind,
@@ -335,7 +335,8 @@ pub fn simulate(seed: u64, customers: usize) -> Lake {
 }
 
 fn activity(rng: &mut ChaCha8Rng, i: usize, p: &Person, lake: &mut Lake, exp: &mut Expected) {
-    let span = rng.random_range(10..180) * DAY;
+    // Nothing after END: people who arrive late are seen for less long.
+    let span = (rng.random_range(10..180) * DAY).min(END - p.start - 3600 * 1_000_000);
     let at = |rng: &mut ChaCha8Rng| p.start + rng.random_range(0..span);
     // Phone-only sign-in on a second device, tied to the account at checkout.
     let phone_device =

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, StringBuilder};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
-use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -55,37 +55,29 @@ impl ScalarUDFImpl for CanonicalId {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let id_type = match &args.args[0] {
-            ColumnarValue::Scalar(s) => match s.try_as_str() {
-                Some(Some(t)) => t.to_string(),
-                _ => return plan_err!("canonical_id: id_type must be a non-NULL string literal"),
-            },
-            ColumnarValue::Array(_) => {
-                return plan_err!("canonical_id: id_type must be a string literal such as 'email'")
-            }
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let column = |i: usize| -> Result<arrow::array::ArrayRef> {
+            Ok(cast(
+                &args.args[i].to_array(args.number_rows)?,
+                &DataType::Utf8,
+            )?)
         };
-        let scalar = matches!(args.args[1], ColumnarValue::Scalar(_));
-        let values = args.args[1].to_array(args.number_rows)?;
-        let values = cast(&values, &DataType::Utf8)?;
-        let values = values.as_string::<i32>();
+        let (types, values) = (column(0)?, column(1)?);
+        let (types, values) = (types.as_string::<i32>(), values.as_string::<i32>());
         let mut out = StringBuilder::with_capacity(values.len(), values.len() * 21);
         for i in 0..values.len() {
-            if values.is_null(i) {
+            if types.is_null(i) || values.is_null(i) {
                 out.append_null();
             } else {
-                out.append_option(self.graph.canonical_id(&id_type, values.value(i)));
+                out.append_option(self.graph.canonical_id(types.value(i), values.value(i)));
             }
         }
         let out: arrow::array::ArrayRef = Arc::new(out.finish());
         if scalar {
             return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?));
-        }
-        if out.len() != args.number_rows {
-            return exec_err!(
-                "canonical_id: {} values for {} rows",
-                out.len(),
-                args.number_rows
-            );
         }
         Ok(ColumnarValue::Array(out))
     }

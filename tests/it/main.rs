@@ -5,4 +5,5 @@ mod common;
 mod generate;
 mod identity;
 mod lake;
+mod run;
 mod s3;

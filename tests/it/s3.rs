@@ -99,7 +99,7 @@ async fn sql_on_s3_with_options_and_time_travel() {
     assert_eq!(scalar(&ctx, "SELECT count(*) FROM o0").await, 187);
     assert_eq!(
         scalar(&ctx, "SELECT count(DISTINCT event_month) FROM t").await,
-        17
+        18
     );
 }
 

@@ -202,10 +202,21 @@ impl<T: ArrowNumericType> WindowTotal<T> {
         opt_filter: Option<&BooleanArray>,
         group: impl Fn(usize) -> usize,
     ) -> Result<()> {
-        let ts = cast(&values[self.ts], &utc_micros())?;
+        // Microsecond times of any zone, and decimals of the total's scale, are read as
+        // they are: only other types pay for a cast.
+        let ts = match values[self.ts].data_type() {
+            DataType::Timestamp(TimeUnit::Microsecond, _) => values[self.ts].clone(),
+            _ => cast(&values[self.ts], &utc_micros())?,
+        };
         let ts = ts.as_primitive::<TimestampMicrosecondType>();
         let value = match self.value {
-            Some(v) => Some(cast(&values[v], &self.data_type)?),
+            Some(v) => Some(match (values[v].data_type(), &self.data_type) {
+                (DataType::Decimal128(_, s), DataType::Decimal128(_, t)) if s == t => {
+                    values[v].clone()
+                }
+                (from, to) if from == to => values[v].clone(),
+                _ => cast(&values[v], &self.data_type)?,
+            }),
             None => None,
         };
         let value = value.as_ref().map(|v| v.as_primitive::<T>());
