@@ -185,16 +185,16 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport> {
     // the catalog finds everything it describes.
     let mut tables = vec![];
     for (name, table) in graph.output_tables()? {
-        progress.phase("writing", json!({"table": name}));
         let rows = output
             .write_table(name, ctx.read_table(table)?, &footer(name))
             .await?;
+        progress.phase("written", json!({"table": name, "rows": rows}));
         tables.push(published(&output, name, rows)?);
     }
-    progress.phase("writing", json!({"table": "customer_360"}));
     let rows = output
         .write_table("customer_360", customers, &footer("customer_360"))
         .await?;
+    progress.phase("written", json!({"table": "customer_360", "rows": rows}));
     tables.insert(0, published(&output, "customer_360", rows)?);
     catalog["tables"] = serde_json::to_value(&tables)?;
     let text = serde_json::to_vec_pretty(&catalog)?;

@@ -274,3 +274,56 @@ fn readme_demo_runs() {
         "{stdout}"
     );
 }
+
+/// The README's main command publishes under ./out/, and its query reads the result.
+#[test]
+fn readme_run_writes_out() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let project = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/demo/c360.toml");
+    let out = c360(home.path())
+        .current_dir(work.path())
+        .arg("run")
+        .arg("--project")
+        .arg(&project)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("303 people"),
+        "{}",
+        text(&out.stdout)
+    );
+    for file in [
+        "customer_360.parquet",
+        "identity_graph.parquet",
+        "identity_quarantine.parquet",
+        "identity_edges.parquet",
+        "identity_changes.parquet",
+        "features.json",
+    ] {
+        assert!(work.path().join("out").join(file).is_file(), "{file}");
+    }
+    // Progress goes to stderr as JSON lines when it is not a terminal.
+    let phases: Vec<serde_json::Value> = text(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(phases.last().unwrap()["phase"], "done");
+    let query = c360(home.path())
+        .current_dir(work.path())
+        .args([
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) AS people, count(first_name) AS named FROM 'out/customer_360.parquet'",
+        ])
+        .output()
+        .unwrap();
+    assert!(query.status.success(), "{}", text(&query.stderr));
+    assert!(
+        text(&query.stdout).starts_with("people,named\n303,"),
+        "{}",
+        text(&query.stdout)
+    );
+}
