@@ -1,5 +1,6 @@
-//! The `c360` command line: `sql`, `repl`, `identity` and `generate`. With a project that has an
-//! `[identity]` section, sessions also hold the identity graph's tables and `why_merged`. Exit codes: 0 success, 1 a
+//! The `c360` command line: `sql`, `repl`, `run`, `explain`, `identity` and `generate`. With a
+//! project that has an `[identity]` section, sessions also hold the identity graph's tables,
+//! `why_merged`, `canonical_id` and a `stitched_<input>` view of each input. Exit codes: 0 success, 1 a
 //! query or runtime failure, 2 bad usage, 3 a bad project file, 4 an input that cannot
 //! be opened.
 
@@ -173,6 +174,11 @@ pub async fn open_session(project: Option<&PathBuf>) -> Result<SessionContext> {
     if project.has_identity {
         let graph = crate::identity::build(&ctx, &project, None).await?;
         crate::identity::register_tables(&ctx, std::sync::Arc::new(graph))?;
+        // `stitched_<input>`: every input's rows with their person's c360_id.
+        let now = chrono::Utc::now().timestamp_micros();
+        crate::features::FeaturePlan::new(&project, &project.catalog, now)
+            .create_views(&ctx)
+            .await?;
     }
     Ok(ctx)
 }
