@@ -145,7 +145,17 @@ impl Catalog {
             names.sort();
             names.join(", ")
         };
-        let has_ids = |name: &str| inputs.iter().any(|i| i.name == name && !i.ids.is_empty());
+        // Why rows of `input` cannot be attributed to people, if they cannot.
+        let input_problem = |input: &str| match inputs.iter().find(|i| i.name == input) {
+            None => Some(format!(
+                "unknown input '{input}'; the inputs are {}",
+                known_inputs()
+            )),
+            Some(i) if i.ids.is_empty() => Some(format!(
+                "input '{input}' declares no ids, so its rows belong to no one"
+            )),
+            Some(_) => None,
+        };
         let mut taken: HashSet<String> = reserved_columns(id_types).into_iter().collect();
         let mut claim = |name: &Spanned<String>, key: &str| -> Result<String> {
             let n = name.get_ref().trim().to_string();
@@ -182,20 +192,12 @@ impl Catalog {
                         format!("trait '{name}': expected \"input.column\", got \"{source}\""),
                     ));
                 };
-                if !input_names.contains(input) {
+                if let Some(problem) = input_problem(input) {
                     return Err(at(
                         r.from.span(),
                         "traits.from",
-                        format!(
-                            "trait '{name}': unknown input '{input}'; the inputs are {}",
-                            known_inputs()
-                        ),
+                        format!("trait '{name}': {problem}"),
                     ));
-                }
-                if !has_ids(input) {
-                    return Err(at(r.from.span(), "traits.from", format!(
-                        "trait '{name}': input '{input}' declares no ids, so its rows belong to no one"
-                    )));
                 }
                 from.push((input.to_string(), column.to_string()));
             }
@@ -219,20 +221,16 @@ impl Catalog {
             let r = spanned.get_ref();
             let name = claim(&r.name, "features.name")?;
             let input = match &r.input {
-                Some(i) if !input_names.contains(i.get_ref().as_str()) => {
-                    return Err(at(i.span(), "features.input", format!(
-                        "feature '{name}': unknown input '{}'; the inputs are {}",
-                        i.get_ref(),
-                        known_inputs()
-                    )))
+                Some(i) => {
+                    if let Some(problem) = input_problem(i.get_ref()) {
+                        return Err(at(
+                            i.span(),
+                            "features.input",
+                            format!("feature '{name}': {problem}"),
+                        ));
+                    }
+                    Some(i.get_ref().clone())
                 }
-                Some(i) if !has_ids(i.get_ref()) => {
-                    return Err(at(i.span(), "features.input", format!(
-                        "feature '{name}': input '{}' declares no ids, so its rows belong to no one",
-                        i.get_ref()
-                    )))
-                }
-                Some(i) => Some(i.get_ref().clone()),
                 None => None,
             };
             if let (None, Some(w)) = (&input, &r.window) {
