@@ -14,7 +14,10 @@ pub mod config;
 mod lookup;
 mod tables;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+// foldhash: identifiers are hashed tens of millions of times per run.
+use hashbrown::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
@@ -225,7 +228,7 @@ impl IdentityGraph {
             for &e in adjacent.get(&n).into_iter().flatten() {
                 let edge = &self.edges[e];
                 let next = if edge.a == n { edge.b } else { edge.a };
-                if let std::collections::hash_map::Entry::Vacant(v) = came_by.entry(next) {
+                if let hashbrown::hash_map::Entry::Vacant(v) = came_by.entry(next) {
                     v.insert(Some(e));
                     queue.push_back(next);
                 }
@@ -403,7 +406,7 @@ fn close(g: &mut IdentityGraph, config: &IdentityConfig) {
     // Hubs: distinct neighbours of each other type.
     let mut hub = vec![false; n];
     if !config.hubs.is_empty() {
-        let mut neighbours: HashMap<(u32, u16), std::collections::HashSet<u32>> = HashMap::new();
+        let mut neighbours: HashMap<(u32, u16), HashSet<u32>> = HashMap::new();
         for e in &g.edges {
             neighbours
                 .entry((e.a, g.node_type[e.b as usize]))
