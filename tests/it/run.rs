@@ -419,39 +419,54 @@ fn explain_prints_the_sql_feature_by_feature() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn run_writes_to_s3() {
+async fn run_writes_to_s3_as_parquet_and_delta() {
     let s3 = S3::from_env();
     let home = tempfile::tempdir().unwrap();
-    let prefix = s3.prefix("run");
-    let out = c360(home.path())
-        .env("AWS_ENDPOINT", &s3.endpoint)
-        .env("AWS_ACCESS_KEY_ID", &s3.key_id)
-        .env("AWS_SECRET_ACCESS_KEY", &s3.secret)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ALLOW_HTTP", "true")
-        .args(["run", "--as-of", END, "--output", &prefix, "--project"])
-        .arg(demo().join("c360.toml"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
     let options: Vec<String> = s3
         .pairs()
         .iter()
         .map(|(k, v)| format!("'{}' '{v}'", k.replacen("aws_", "aws.", 1)))
         .collect();
-    let ctx = c360::session().unwrap();
-    ctx.sql(&format!(
-        "CREATE EXTERNAL TABLE c STORED AS PARQUET LOCATION '{prefix}/customer_360.parquet' OPTIONS ({})",
-        options.join(", ")
-    ))
-    .await
-    .unwrap();
     let local = tempfile::tempdir().unwrap();
     let expected = run_demo(local.path(), Some(END), TableFormat::Parquet).await;
-    assert_eq!(
-        scalar(&ctx, "SELECT count(*) FROM c").await as u64,
-        expected.tables[0].rows
-    );
+    for (format, table, stored) in [
+        ("parquet", "customer_360.parquet", "PARQUET"),
+        ("delta", "customer_360", "DELTA"),
+    ] {
+        let prefix = s3.prefix(&format!("run-{format}"));
+        let out = c360(home.path())
+            .env("AWS_ENDPOINT", &s3.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &s3.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &s3.secret)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ALLOW_HTTP", "true")
+            .args([
+                "run",
+                "--as-of",
+                END,
+                "--format",
+                format,
+                "--output",
+                &prefix,
+                "--project",
+            ])
+            .arg(demo().join("c360.toml"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{format}: {}", text(&out.stderr));
+        let ctx = c360::session().unwrap();
+        ctx.sql(&format!(
+            "CREATE EXTERNAL TABLE c STORED AS {stored} LOCATION '{prefix}/{table}' OPTIONS ({})",
+            options.join(", ")
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            scalar(&ctx, "SELECT count(*) FROM c").await as u64,
+            expected.tables[0].rows,
+            "{format}"
+        );
+    }
 }
 
 /// The interpreter `scripts/test` prepared with DuckDB, pyspark and deltalake.
