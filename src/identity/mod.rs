@@ -177,13 +177,18 @@ impl IdentityGraph {
                 n
             }
         };
+        self.touch(n, input, ts);
+        n
+    }
+
+    /// Records one more sighting of node `n`.
+    fn touch(&mut self, n: u32, input: usize, ts: Option<i64>) {
         let i = n as usize;
         if let Some(ts) = ts {
             self.first_seen[i] = self.first_seen[i].min(ts);
             self.last_seen[i] = self.last_seen[i].max(ts);
         }
         self.sources[i] |= 1 << input.min(63);
-        n
     }
 
     fn bytes(&self) -> usize {
@@ -278,7 +283,8 @@ pub async fn build(
     };
     let mut reservation =
         MemoryConsumer::new("identity graph").register(&ctx.runtime_env().memory_pool);
-    let mut blocked: HashMap<(String, String), (String, u64)> = HashMap::new();
+    // Per id type: blocklisted value -> (rule, rows).
+    let mut blocked: Vec<HashMap<Box<str>, (String, u64)>> = vec![HashMap::new(); g.types.len()];
     let mut edge_index: HashMap<(u32, u32, u16), usize> = HashMap::new();
     for input in project.inputs.iter().filter(|i| !i.ids.is_empty()) {
         let input_no = g.inputs.len();
@@ -329,16 +335,28 @@ pub async fn build(
                         continue;
                     }
                     let v = col.value(r);
-                    let type_name = &g.types[ty as usize];
-                    if let Some(rule) = config.blocklist.get(type_name).and_then(|b| b.rule_for(v))
-                    {
-                        blocked
-                            .entry((type_name.clone(), v.to_string()))
-                            .or_insert((rule, 0))
-                            .1 += 1;
-                        continue;
-                    }
-                    let n = g.intern(ty, v, input_no, t);
+                    // Only values not seen before meet the blocklist's patterns.
+                    let n = match g.index.get(ty as usize).and_then(|m| m.get(v)) {
+                        Some(&n) => {
+                            g.touch(n, input_no, t);
+                            n
+                        }
+                        None => {
+                            let blocked = &mut blocked[ty as usize];
+                            if let Some(entry) = blocked.get_mut(v) {
+                                entry.1 += 1;
+                                continue;
+                            }
+                            let type_name = &g.types[ty as usize];
+                            if let Some(rule) =
+                                config.blocklist.get(type_name).and_then(|b| b.rule_for(v))
+                            {
+                                blocked.insert(v.into(), (rule, 1));
+                                continue;
+                            }
+                            g.intern(ty, v, input_no, t)
+                        }
+                    };
                     if !row_ids.contains(&n) {
                         row_ids.push(n);
                     }
@@ -376,14 +394,16 @@ pub async fn build(
         }
     }
     drop(edge_index);
-    for ((id_type, value), (rule, rows)) in blocked {
-        g.quarantine.push(Quarantined {
-            id_type,
-            value,
-            other: None,
-            rule,
-            rows,
-        });
+    for (t, values) in blocked.into_iter().enumerate() {
+        for (value, (rule, rows)) in values {
+            g.quarantine.push(Quarantined {
+                id_type: g.types[t].clone(),
+                value: value.into(),
+                other: None,
+                rule,
+                rows,
+            });
+        }
     }
     close(&mut g, config);
     name_components(&mut g, previous);
