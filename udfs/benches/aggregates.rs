@@ -1,4 +1,4 @@
-//! Feature aggregates, called as DataFusion's hash aggregation calls them: `update_batch`
+//! Every c360 aggregate, called as DataFusion's hash aggregation calls them: `update_batch`
 //! over many groups, `state`/`merge_batch` between partial and final phases, `evaluate`.
 //!
 //! `cargo bench -p c360-udfs --bench aggregates`
@@ -65,7 +65,14 @@ fn bench(c: &mut Criterion) {
         Field::new("v", DataType::Utf8, true),
         Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
         Field::new("amount", DataType::Decimal128(12, 2), true),
+        Field::new("w", DataType::Utf8, true),
     ]);
+    // Edges for connected_components: each value linked to one of 3,000 devices.
+    let devices: ArrayRef = Arc::new(
+        (0..ROWS)
+            .map(|i| Some(format!("dev-{:05}", (i * 31) % 3000)))
+            .collect::<StringArray>(),
+    );
     let amounts: ArrayRef = Arc::new(
         (0..ROWS as i128)
             .map(|i| Some(500 + i * 37 % 50_000))
@@ -123,6 +130,12 @@ fn bench(c: &mut Criterion) {
                 reference(),
             ],
             vec![amounts.clone(), times.clone()],
+        ),
+        (
+            "connected_components",
+            c360_udfs::connected_components::udaf(),
+            vec![col("v", &schema).unwrap(), col("w", &schema).unwrap()],
+            vec![values.clone(), devices.clone()],
         ),
         (
             "count_in_window(30 days)",
