@@ -159,7 +159,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport> {
         "computing traits and features",
         json!({"traits": project.catalog.traits.len(), "features": project.catalog.features.len()}),
     );
-    let plan = FeaturePlan::new(&project, &project.catalog, as_of);
+    let plan = FeaturePlan::for_session(&project, as_of, &ctx);
     plan.create_views(&ctx).await?;
     let customers = plan.dataframe(&ctx, &project, &project.catalog).await?;
     let customers = crate::output::reader_safe_frame(customers)?;

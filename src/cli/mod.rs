@@ -176,7 +176,7 @@ pub async fn open_session(project: Option<&PathBuf>) -> Result<SessionContext> {
         crate::identity::register_tables(&ctx, std::sync::Arc::new(graph))?;
         // `stitched_<input>`: every input's rows with their person's c360_id.
         let now = chrono::Utc::now().timestamp_micros();
-        crate::features::FeaturePlan::new(&project, &project.catalog, now)
+        crate::features::FeaturePlan::for_session(&project, now, &ctx)
             .create_views(&ctx)
             .await?;
     }
@@ -231,7 +231,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Some(t) => crate::run::parse_as_of(t)?,
                 None => chrono::Utc::now().timestamp_micros(),
             };
-            let plan = crate::features::FeaturePlan::new(&project, &project.catalog, as_of);
+            let plan =
+                crate::features::FeaturePlan::for_session(&project, as_of, &crate::session()?);
             print!("{}", plan.script());
             Ok(())
         }

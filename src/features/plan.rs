@@ -2,7 +2,7 @@
 //! and audited: one stitched view per input, one aggregate per (input, filter, window),
 //! one query per trait, then one statement joining them to the people of the identity graph.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use datafusion::prelude::{DataFrame, SessionContext};
 
@@ -53,7 +53,13 @@ pub fn timestamp_literal(micros: i64) -> String {
 
 impl FeaturePlan {
     /// Generates the plan of `project` for a run whose as-of time is `as_of` (UTC micros).
-    pub fn new(project: &Project, catalog: &Catalog, as_of: i64) -> Self {
+    /// `aggregates` names the session's aggregate functions.
+    pub fn new(
+        project: &Project,
+        catalog: &Catalog,
+        as_of: i64,
+        aggregates: &HashSet<String>,
+    ) -> Self {
         let config = &project.identity;
         let mut views = vec![];
         for input in project.inputs.iter().filter(|i| !i.ids.is_empty()) {
@@ -112,15 +118,33 @@ impl FeaturePlan {
             joins.push((cte.clone(), vec![format!("{cte}.{}", quote(&t.name))]));
         }
 
-        // Aggregate features sharing an input, filter and window share one scan.
-        let mut groups: BTreeMap<(String, String, String), Vec<&Feature>> = BTreeMap::new();
+        // One scan per input: a feature that is one aggregate call takes its filter and
+        // window as a FILTER clause; other expressions get a scan of their own.
+        let mut groups: BTreeMap<(String, String, String), Vec<(&Feature, String)>> =
+            BTreeMap::new();
         for f in catalog.features.iter().filter(|f| f.input.is_some()) {
-            let key = (
-                f.input.clone().unwrap_or_default(),
-                f.filter.clone().unwrap_or_default(),
-                f.window.clone().unwrap_or_default(),
-            );
-            groups.entry(key).or_default().push(f);
+            let input = f.input.clone().unwrap_or_default();
+            let mut conditions = vec![];
+            if let Some(filter) = &f.filter {
+                conditions.push(format!("({filter})"));
+            }
+            if let Some(window) = &f.window {
+                conditions.push(window_condition(&event_time(&input), window, as_of));
+            }
+            let (key, expr) = if conditions.is_empty() {
+                ((input, String::new(), String::new()), f.expr.clone())
+            } else if single_aggregate(&f.expr, aggregates) {
+                let expr = format!("{} FILTER (WHERE {})", f.expr, conditions.join(" AND "));
+                ((input, String::new(), String::new()), expr)
+            } else {
+                let key = (
+                    input,
+                    f.filter.clone().unwrap_or_default(),
+                    f.window.clone().unwrap_or_default(),
+                );
+                (key, f.expr.clone())
+            };
+            groups.entry(key).or_default().push((f, expr));
         }
         for (g, ((input, filter, window), features)) in groups.into_iter().enumerate() {
             let cte = format!("features_{g}");
@@ -129,27 +153,22 @@ impl FeaturePlan {
                 conditions.push(format!("({filter})"));
             }
             if !window.is_empty() {
-                let ts = quote(&event_time(&input).unwrap_or_default());
-                conditions.push(format!(
-                    "{ts} > {} - INTERVAL {}",
-                    timestamp_literal(as_of),
-                    text(&window)
-                ));
+                conditions.push(window_condition(&event_time(&input), &window, as_of));
             }
             let from = format!(
                 "FROM {}\nWHERE {}\nGROUP BY c360_id",
                 stitched(&input),
                 conditions.join("\n  AND ")
             );
-            for f in &features {
+            for (f, expr) in &features {
                 parts.push(Step {
                     title: format!("feature {}", f.name),
-                    sql: format!("SELECT c360_id, {} AS {}\n{from}", f.expr, quote(&f.name)),
+                    sql: format!("SELECT c360_id, {expr} AS {}\n{from}", quote(&f.name)),
                 });
             }
             let columns: Vec<String> = features
                 .iter()
-                .map(|f| format!("{} AS {}", f.expr, quote(&f.name)))
+                .map(|(f, expr)| format!("{expr} AS {}", quote(&f.name)))
                 .collect();
             ctes.push((
                 cte.clone(),
@@ -159,10 +178,9 @@ impl FeaturePlan {
             // count(*), NULL for sum, [] for last_n.
             let defaults = features
                 .iter()
-                .map(|f| {
+                .map(|(f, expr)| {
                     format!(
-                        "COALESCE({cte}.{name}, (SELECT {} FROM {} WHERE false)) AS {name}",
-                        f.expr,
+                        "COALESCE({cte}.{name}, (SELECT {expr} FROM {} WHERE false)) AS {name}",
                         stitched(&input),
                         name = quote(&f.name)
                     )
@@ -244,6 +262,17 @@ impl FeaturePlan {
         }
     }
 
+    /// The plan of `project` for a run in `ctx`, whose functions it may use.
+    pub fn for_session(project: &Project, as_of: i64, ctx: &SessionContext) -> Self {
+        let aggregates = ctx
+            .state()
+            .aggregate_functions()
+            .keys()
+            .map(|k| k.to_lowercase())
+            .collect();
+        Self::new(project, &project.catalog, as_of, &aggregates)
+    }
+
     /// Creates the stitched views in `ctx`.
     pub async fn create_views(&self, ctx: &SessionContext) -> Result<()> {
         for view in &self.views {
@@ -323,6 +352,44 @@ impl FeaturePlan {
     }
 }
 
+/// `ts` within `window` of the as-of time.
+fn window_condition(event_time: &Option<String>, window: &str, as_of: i64) -> String {
+    format!(
+        "{} > {} - INTERVAL {}",
+        quote(event_time.as_deref().unwrap_or_default()),
+        timestamp_literal(as_of),
+        text(window)
+    )
+}
+
+/// Whether `expr` is exactly one call of an aggregate, `f(...)`, so a FILTER can follow it.
+fn single_aggregate(expr: &str, aggregates: &HashSet<String>) -> bool {
+    let expr = expr.trim();
+    let Some(open) = expr.find('(') else {
+        return false;
+    };
+    if !aggregates.contains(&expr[..open].trim().to_lowercase()) {
+        return false;
+    }
+    let (mut depth, mut quoted) = (0usize, None::<char>);
+    for (i, c) in expr.char_indices().skip_while(|(i, _)| *i < open) {
+        match (quoted, c) {
+            (Some(q), c) if c == q => quoted = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quoted = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => {
+                depth -= 1;
+                if depth == 0 {
+                    return i == expr.len() - 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 fn indent(sql: &str) -> String {
     sql.lines()
         .map(|l| format!("  {l}"))
@@ -388,4 +455,24 @@ fn trait_sql(t: &Trait, event_time: &dyn Fn(&str) -> Option<String>) -> String {
         quote(&t.name),
         sources.join("\n  UNION ALL\n  ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_aggregate_calls() {
+        let aggs: HashSet<String> = ["sum", "count", "last_n"].map(String::from).into();
+        assert!(single_aggregate("sum(amount)", &aggs));
+        assert!(single_aggregate(" count(*) ", &aggs));
+        assert!(single_aggregate("last_n(p, ts, 5, ')')", &aggs));
+        assert!(!single_aggregate("sum(a) / count(*)", &aggs));
+        assert!(!single_aggregate("sum(a) FILTER (WHERE b)", &aggs));
+        assert!(!single_aggregate(
+            "array_element(last_n(p, ts, 1), 1)",
+            &aggs
+        ));
+        assert!(!single_aggregate("amount", &aggs));
+    }
 }
