@@ -29,6 +29,9 @@ pub struct FeaturePlan {
     pub query: String,
 }
 
+/// One aggregate scan: (input, filter, window) applied to all its rows.
+type ScanKey = (String, String, String);
+
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
@@ -120,8 +123,7 @@ impl FeaturePlan {
 
         // One scan per input: a feature that is one aggregate call takes its filter and
         // window as a FILTER clause; other expressions get a scan of their own.
-        let mut groups: BTreeMap<(String, String, String), Vec<(&Feature, String)>> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<ScanKey, Vec<(&Feature, String)>> = BTreeMap::new();
         for f in catalog.features.iter().filter(|f| f.input.is_some()) {
             let input = f.input.clone().unwrap_or_default();
             let mut conditions = vec![];
