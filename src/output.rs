@@ -199,21 +199,15 @@ impl Output {
         Ok(())
     }
 
-    /// Reads a small file under the output, if it is there.
-    pub async fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+    /// Whether a file `name` is under the output.
+    pub async fn exists(&self, name: &str) -> Result<bool> {
         let url = self
             .url
             .join(name)
             .map_err(|e| Error::location(&self.location, e))?;
-        match self.store.get(&object_path(&url)?).await {
-            Ok(found) => Ok(Some(
-                found
-                    .bytes()
-                    .await
-                    .map_err(|e| Error::location(url.as_str(), e))?
-                    .to_vec(),
-            )),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+        match self.store.head(&object_path(&url)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(Error::location(url.as_str(), e)),
         }
     }

@@ -222,7 +222,7 @@ async fn read_previous(
     ctx: &SessionContext,
     output: &Output,
 ) -> Result<Option<identity::Previous>> {
-    if output.get(CATALOG_FILE).await?.is_none() {
+    if !output.exists(CATALOG_FILE).await? {
         return Ok(None);
     }
     let spec = TableSpec {

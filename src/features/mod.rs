@@ -287,14 +287,12 @@ impl Catalog {
             .map(|f| f.name.as_str())
             .chain(self.traits.iter().map(|t| t.name.as_str()))
             .collect();
+        // A feature naming itself depends on itself: a cycle of one.
         let mut deps = vec![];
         for word in identifiers(&f.expr) {
-            if known.contains(word.as_str()) && word != f.name && !deps.contains(&word) {
+            if known.contains(word.as_str()) && !deps.contains(&word) {
                 deps.push(word);
             }
-        }
-        if identifiers(&f.expr).iter().any(|w| w == &f.name) {
-            deps.push(f.name.clone());
         }
         deps
     }
