@@ -110,6 +110,7 @@ impl FeaturePlan {
         });
 
         let mut joins: Vec<(String, Vec<String>)> = vec![];
+        let mut crosses: Vec<String> = vec![];
         for (i, t) in catalog.traits.iter().enumerate() {
             let cte = format!("trait_{i}");
             let sql = trait_sql(t, &event_time);
@@ -176,19 +177,30 @@ impl FeaturePlan {
                 cte.clone(),
                 format!("SELECT c360_id, {}\n{from}", columns.join(",\n       ")),
             ));
-            // A person without rows gets what the aggregate gives over no rows: 0 for
-            // count(*), NULL for sum, [] for last_n.
-            let defaults = features
+            // A person without rows gets what the aggregate gives over no rows (0 for
+            // count(*), NULL for sum, [] for last_n), computed once in a one-row CTE.
+            let empty = format!("defaults_{g}");
+            let defaults: Vec<String> = features
                 .iter()
-                .map(|(f, expr)| {
-                    format!(
-                        "COALESCE({cte}.{name}, (SELECT {expr} FROM {} WHERE false)) AS {name}",
-                        stitched(&input),
-                        name = quote(&f.name)
-                    )
+                .map(|(f, expr)| format!("{expr} AS {}", quote(&f.name)))
+                .collect();
+            ctes.push((
+                empty.clone(),
+                format!(
+                    "SELECT {}\nFROM {}\nWHERE false",
+                    defaults.join(",\n       "),
+                    stitched(&input)
+                ),
+            ));
+            let coalesced = features
+                .iter()
+                .map(|(f, _)| {
+                    let name = quote(&f.name);
+                    format!("COALESCE({cte}.{name}, {empty}.{name}) AS {name}")
                 })
                 .collect();
-            joins.push((cte, defaults));
+            joins.push((cte, coalesced));
+            crosses.push(empty);
         }
 
         let mut select = vec!["people.*".to_string()];
@@ -198,6 +210,9 @@ impl FeaturePlan {
             from.push_str(&format!(
                 "\n  LEFT JOIN {cte} ON {cte}.c360_id = people.c360_id"
             ));
+        }
+        for cte in &crosses {
+            from.push_str(&format!("\n  CROSS JOIN {cte}"));
         }
         ctes.push((
             "level_0".into(),
@@ -399,21 +414,12 @@ fn indent(sql: &str) -> String {
         .join("\n")
 }
 
+/// The graph's people (see `IdentityGraph::people_table`), columns in output order.
 fn people_sql(id_types: &[String]) -> String {
-    let mut columns = vec!["canonical_id AS c360_id".to_string()];
-    for t in id_types {
-        columns.push(format!(
-            "array_agg(id_value ORDER BY id_value) FILTER (WHERE id_type = {}) AS {}",
-            text(t),
-            quote(&id_list_column(t))
-        ));
-    }
-    columns.push("min(first_seen) AS first_seen".into());
-    columns.push("max(last_seen) AS last_seen".into());
-    format!(
-        "SELECT {}\nFROM identity_graph\nGROUP BY canonical_id",
-        columns.join(",\n       ")
-    )
+    let mut columns = vec!["c360_id".to_string()];
+    columns.extend(id_types.iter().map(|t| quote(&id_list_column(t))));
+    columns.extend(["first_seen".to_string(), "last_seen".to_string()]);
+    format!("SELECT {}\nFROM identity_people", columns.join(", "))
 }
 
 fn trait_sql(t: &Trait, event_time: &dyn Fn(&str) -> Option<String>) -> String {

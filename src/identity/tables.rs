@@ -13,6 +13,7 @@ use datafusion::prelude::SessionContext;
 
 use super::{Change, Edge, IdentityGraph};
 use crate::error::Result;
+use crate::features::id_list_column;
 use crate::materialize::{batch, strings, utc_micros, utc_micros_field as ts_field};
 
 /// Times held as `i64::MAX`/`MIN` (never seen) become NULL.
@@ -76,6 +77,69 @@ impl IdentityGraph {
                 string_lists(sources),
             ],
         )
+    }
+
+    /// `identity_people`: one row per person in canonical id order, every identifier
+    /// grouped by type and sorted (NULL where the person has none of that type), and when
+    /// any of them was first and last seen.
+    pub fn people_table(&self) -> Result<Arc<MemTable>> {
+        let people = self.canonical.len();
+        // Nodes grouped by component (a counting sort), each group later sorted by
+        // (type, value): no string is copied until it lands in its list.
+        let mut start = vec![0usize; people + 1];
+        for &c in &self.component {
+            start[c as usize + 1] += 1;
+        }
+        for c in 0..people {
+            start[c + 1] += start[c];
+        }
+        let mut next = start.clone();
+        let mut members = vec![0u32; self.len()];
+        for (n, &c) in self.component.iter().enumerate() {
+            members[next[c as usize]] = n as u32;
+            next[c as usize] += 1;
+        }
+        let mut order: Vec<usize> = (0..people).collect();
+        order.sort_unstable_by(|&a, &b| self.canonical[a].0.cmp(&self.canonical[b].0));
+
+        let mut lists: Vec<ListBuilder<StringBuilder>> = self
+            .types
+            .iter()
+            .map(|_| ListBuilder::new(StringBuilder::new()))
+            .collect();
+        let (mut first, mut last) = (Vec::with_capacity(people), Vec::with_capacity(people));
+        for &c in &order {
+            let nodes = &mut members[start[c]..start[c + 1]];
+            nodes.sort_unstable_by(|&a, &b| {
+                let key = |n: u32| (self.node_type[n as usize], &self.node_value[n as usize]);
+                key(a).cmp(&key(b))
+            });
+            let mut k = 0;
+            for (t, list) in lists.iter_mut().enumerate() {
+                let begin = k;
+                while k < nodes.len() && self.node_type[nodes[k] as usize] as usize == t {
+                    list.values().append_value(&self.node_value[nodes[k] as usize]);
+                    k += 1;
+                }
+                list.append(k > begin);
+            }
+            first.push(nodes.iter().map(|&n| self.first_seen[n as usize]).min().unwrap_or(i64::MAX));
+            last.push(nodes.iter().map(|&n| self.last_seen[n as usize]).max().unwrap_or(i64::MIN));
+        }
+
+        let mut fields = vec![Field::new("c360_id", DataType::Utf8, false)];
+        let mut columns = vec![strings(
+            order.iter().map(|&c| Some(self.canonical[c].0.as_str())),
+        )];
+        for (t, mut list) in self.types.iter().zip(lists) {
+            let list: ArrayRef = Arc::new(list.finish());
+            fields.push(Field::new(id_list_column(t), list.data_type().clone(), true));
+            columns.push(list);
+        }
+        fields.extend([ts_field("first_seen", true), ts_field("last_seen", true)]);
+        columns.push(times(first.into_iter()));
+        columns.push(times(last.into_iter()));
+        table(fields, columns)
     }
 
     /// `identity_quarantine`: what was kept out of stitching, and the rule it broke.
@@ -279,6 +343,7 @@ pub(super) fn register(ctx: &SessionContext, graph: Arc<IdentityGraph>) -> Resul
     for (name, table) in graph.output_tables()? {
         ctx.register_table(name, table)?;
     }
+    ctx.register_table("identity_people", graph.people_table()?)?;
     ctx.register_udf(super::lookup::udf(graph.clone()));
     ctx.register_udtf("why_merged", Arc::new(WhyMerged(graph)));
     Ok(())

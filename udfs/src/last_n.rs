@@ -184,11 +184,7 @@ impl AggregateUDFImpl for LastN {
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
         let (n, distinct) = settings(&args)?;
-        Ok(Box::new(LastNGroups {
-            n,
-            distinct,
-            groups: vec![],
-        }))
+        Ok(Box::new(LastNGroups::new(n, distinct)))
     }
 
     fn documentation(&self) -> Option<&Documentation> {
@@ -202,6 +198,8 @@ struct TopN {
     n: usize,
     distinct: bool,
     items: Vec<(i64, String)>,
+    /// Heap bytes of the items' text, kept up to date so `size` is O(1).
+    text: usize,
     /// Items are sorted and cut to `n`: the last one is the oldest that can stay.
     compacted: bool,
 }
@@ -212,6 +210,7 @@ impl TopN {
             n,
             distinct,
             items: vec![],
+            text: 0,
             compacted: false,
         }
     }
@@ -225,6 +224,7 @@ impl TopN {
             }
         }
         self.compacted = false;
+        self.text += value.len();
         self.items.push((ts, value.to_string()));
         if self.items.len() >= 2 * self.n.max(8) {
             self.compact();
@@ -250,12 +250,12 @@ impl TopN {
             self.items.retain(|_| k.next().unwrap_or(false));
         }
         self.items.truncate(self.n);
+        self.text = self.items.iter().map(|(_, v)| v.capacity()).sum();
         self.compacted = true;
     }
 
     fn size(&self) -> usize {
-        self.items.capacity() * std::mem::size_of::<(i64, String)>()
-            + self.items.iter().map(|(_, v)| v.capacity()).sum::<usize>()
+        self.items.capacity() * std::mem::size_of::<(i64, String)>() + self.text
     }
 }
 
@@ -364,6 +364,33 @@ struct LastNGroups {
     n: usize,
     distinct: bool,
     groups: Vec<TopN>,
+    /// Sum of the groups' `TopN::size`: DataFusion asks after every batch.
+    bytes: usize,
+}
+
+impl LastNGroups {
+    fn new(n: usize, distinct: bool) -> Self {
+        Self {
+            n,
+            distinct,
+            groups: vec![],
+            bytes: 0,
+        }
+    }
+
+    /// Applies `change` to group `g`, keeping `bytes` current.
+    fn change(&mut self, g: usize, change: impl FnOnce(&mut TopN)) {
+        let top = &mut self.groups[g];
+        let before = top.size();
+        change(top);
+        self.bytes = self.bytes + top.size() - before;
+    }
+
+    fn take(&mut self, emit_to: EmitTo) -> Vec<TopN> {
+        let taken = emit_to.take_needed(&mut self.groups);
+        self.bytes -= taken.iter().map(TopN::size).sum::<usize>();
+        taken
+    }
 }
 
 impl GroupsAccumulator for LastNGroups {
@@ -381,7 +408,7 @@ impl GroupsAccumulator for LastNGroups {
         let (v, t) = (v.as_string::<i32>(), t.as_primitive());
         for (i, &g) in group_indices.iter().enumerate() {
             if kept(opt_filter, i) {
-                update(&mut self.groups[g], v, t, i);
+                self.change(g, |top| update(top, v, t, i));
             }
         }
         Ok(())
@@ -398,18 +425,20 @@ impl GroupsAccumulator for LastNGroups {
             .resize_with(total_num_groups, || TopN::new(n, distinct));
         let (v, t) = (values[0].as_list::<i32>(), values[1].as_list::<i32>());
         for (i, &g) in group_indices.iter().enumerate() {
-            merge_row(&mut self.groups[g], v, t, i)?;
+            let mut merged = Ok(());
+            self.change(g, |top| merged = merge_row(top, v, t, i));
+            merged?;
         }
         Ok(())
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let mut taken = emit_to.take_needed(&mut self.groups);
+        let mut taken = self.take(emit_to);
         Ok(Arc::new(lists(&mut taken).0))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let mut taken = emit_to.take_needed(&mut self.groups);
+        let mut taken = self.take(emit_to);
         let (v, t) = lists(&mut taken);
         Ok(vec![Arc::new(v), Arc::new(t)])
     }
@@ -435,8 +464,7 @@ impl GroupsAccumulator for LastNGroups {
     }
 
     fn size(&self) -> usize {
-        self.groups.capacity() * std::mem::size_of::<TopN>()
-            + self.groups.iter().map(TopN::size).sum::<usize>()
+        self.groups.capacity() * std::mem::size_of::<TopN>() + self.bytes
     }
 }
 
@@ -502,21 +530,17 @@ mod tests {
                 .iter()
                 .map(|s| s.to_array().unwrap())
                 .collect();
-            let mut right = LastNGroups {
-                n,
-                distinct,
-                groups: vec![],
-            };
+            let mut right = LastNGroups::new(n, distinct);
             let rest = &rows[cut..];
             right
                 .update_batch(&arrays(rest), &vec![0; rest.len()], None, 1)
                 .unwrap();
-            let right = right.state(EmitTo::All).unwrap();
-            let mut merged = LastNGroups {
-                n,
-                distinct,
-                groups: vec![],
-            };
+            let held: usize = right.groups.iter().map(TopN::size).sum();
+            assert_eq!(right.bytes, held, "size accounting drifted");
+            let state = right.state(EmitTo::All).unwrap();
+            assert_eq!(right.bytes, 0, "emitted groups still counted");
+            let right = state;
+            let mut merged = LastNGroups::new(n, distinct);
             merged.merge_batch(&left, &[0], 1).unwrap();
             merged.merge_batch(&right, &[0], 1).unwrap();
             let out = merged.evaluate(EmitTo::All).unwrap();
@@ -526,11 +550,7 @@ mod tests {
                 "n={n} distinct={distinct}"
             );
             let rows_state = merged.convert_to_state(&arrays(&rows), None).unwrap();
-            let mut again = LastNGroups {
-                n,
-                distinct,
-                groups: vec![],
-            };
+            let mut again = LastNGroups::new(n, distinct);
             again
                 .merge_batch(&rows_state, &vec![0; rows.len()], 1)
                 .unwrap();
