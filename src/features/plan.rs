@@ -151,18 +151,20 @@ impl FeaturePlan {
         }
         for (g, ((input, filter, window), features)) in groups.into_iter().enumerate() {
             let cte = format!("features_{g}");
-            let mut conditions = vec!["c360_id IS NOT NULL".to_string()];
+            // Rows of no one form a NULL group, which the join to people drops: filtering
+            // them out first would look every row's person up twice.
+            let mut conditions = vec![];
             if !filter.is_empty() {
                 conditions.push(format!("({filter})"));
             }
             if !window.is_empty() {
                 conditions.push(window_condition(&event_time(&input), &window, as_of));
             }
-            let from = format!(
-                "FROM {}\nWHERE {}\nGROUP BY c360_id",
-                stitched(&input),
-                conditions.join("\n  AND ")
-            );
+            let filter = match conditions.is_empty() {
+                true => String::new(),
+                false => format!("\nWHERE {}", conditions.join("\n  AND ")),
+            };
+            let from = format!("FROM {}{filter}\nGROUP BY c360_id", stitched(&input));
             for (f, expr) in &features {
                 parts.push(Step {
                     title: format!("feature {}", f.name),
@@ -434,7 +436,7 @@ fn trait_sql(t: &Trait, event_time: &dyn Fn(&str) -> Option<String>) -> String {
                 None => "TIMESTAMP '1970-01-01T00:00:00'".into(),
             };
             format!(
-                "SELECT c360_id, CAST({col} AS VARCHAR) AS value, {ts} AS ts, {k} AS source_rank\n  FROM {}\n  WHERE c360_id IS NOT NULL",
+                "SELECT c360_id, CAST({col} AS VARCHAR) AS value, {ts} AS ts, {k} AS source_rank\n  FROM {}",
                 stitched(input),
                 col = quote(column),
             )

@@ -454,15 +454,21 @@ fn close(g: &mut IdentityGraph, config: &IdentityConfig) {
         }
         found.sort();
         found.dedup_by_key(|(n, _)| *n);
+        for (node, _) in &found {
+            hub[*node as usize] = true;
+        }
+        // Rows carrying each hub, in one pass over the edges.
+        let mut hub_rows: HashMap<u32, u64> = HashMap::new();
+        for e in &g.edges {
+            for node in [e.a, e.b] {
+                if hub[node as usize] {
+                    *hub_rows.entry(node).or_default() += e.rows;
+                }
+            }
+        }
         for (node, rule) in found {
-            hub[node as usize] = true;
             let (t, v) = g.describe(node);
-            let rows = g
-                .edges
-                .iter()
-                .filter(|e| e.a == node || e.b == node)
-                .map(|e| e.rows)
-                .sum();
+            let rows = hub_rows.get(&node).copied().unwrap_or(0);
             g.quarantine.push(Quarantined {
                 id_type: t.into(),
                 value: v.into(),

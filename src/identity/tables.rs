@@ -118,13 +118,26 @@ impl IdentityGraph {
             for (t, list) in lists.iter_mut().enumerate() {
                 let begin = k;
                 while k < nodes.len() && self.node_type[nodes[k] as usize] as usize == t {
-                    list.values().append_value(&self.node_value[nodes[k] as usize]);
+                    list.values()
+                        .append_value(&self.node_value[nodes[k] as usize]);
                     k += 1;
                 }
                 list.append(k > begin);
             }
-            first.push(nodes.iter().map(|&n| self.first_seen[n as usize]).min().unwrap_or(i64::MAX));
-            last.push(nodes.iter().map(|&n| self.last_seen[n as usize]).max().unwrap_or(i64::MIN));
+            first.push(
+                nodes
+                    .iter()
+                    .map(|&n| self.first_seen[n as usize])
+                    .min()
+                    .unwrap_or(i64::MAX),
+            );
+            last.push(
+                nodes
+                    .iter()
+                    .map(|&n| self.last_seen[n as usize])
+                    .max()
+                    .unwrap_or(i64::MIN),
+            );
         }
 
         let mut fields = vec![Field::new("c360_id", DataType::Utf8, false)];
@@ -133,7 +146,11 @@ impl IdentityGraph {
         )];
         for (t, mut list) in self.types.iter().zip(lists) {
             let list: ArrayRef = Arc::new(list.finish());
-            fields.push(Field::new(id_list_column(t), list.data_type().clone(), true));
+            fields.push(Field::new(
+                id_list_column(t),
+                list.data_type().clone(),
+                true,
+            ));
             columns.push(list);
         }
         fields.extend([ts_field("first_seen", true), ts_field("last_seen", true)]);

@@ -3,7 +3,7 @@
 //! `array_agg(... ORDER BY ts)` does); equal times are ordered by value, so the answer never
 //! depends on row order or partitioning.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, StringArray};
@@ -246,6 +246,7 @@ impl TopN {
                     keep[i] = true;
                 }
             }
+            drop(seen);
             let mut k = keep.into_iter();
             self.items.retain(|_| k.next().unwrap_or(false));
         }

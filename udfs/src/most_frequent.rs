@@ -2,7 +2,7 @@
 //! trait (favourite product, usual device). Ties go to the smallest value, so the answer
 //! never depends on row order or partitioning.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, StringArray};
@@ -127,9 +127,20 @@ fn count(counts: &mut Counts, values: &StringArray, i: usize) {
     }
 }
 
-fn merge_row(counts: &mut Counts, values: &ListArray, tallies: &ListArray, i: usize) -> Result<()> {
+/// Heap bytes a value held as a key costs, as `size` reports it.
+fn key_bytes(value: &str) -> usize {
+    value.len() + 40
+}
+
+/// Adds row `i` of a state to `counts`; returns the bytes of the keys it added.
+fn merge_row(
+    counts: &mut Counts,
+    values: &ListArray,
+    tallies: &ListArray,
+    i: usize,
+) -> Result<usize> {
     if values.is_null(i) {
-        return Ok(());
+        return Ok(0);
     }
     let (v, n) = (values.value(i), tallies.value(i));
     let (v, n) = (
@@ -143,10 +154,17 @@ fn merge_row(counts: &mut Counts, values: &ListArray, tallies: &ListArray, i: us
             n.len()
         );
     }
+    let mut added = 0;
     for j in 0..v.len() {
-        *counts.entry(v.value(j).to_string()).or_default() += n.value(j);
+        match counts.get_mut(v.value(j)) {
+            Some(c) => *c += n.value(j),
+            None => {
+                counts.insert(v.value(j).to_string(), n.value(j));
+                added += key_bytes(v.value(j));
+            }
+        }
     }
-    Ok(())
+    Ok(added)
 }
 
 fn winner(counts: &Counts) -> Option<&str> {
@@ -225,6 +243,19 @@ struct MostFrequentGroups {
     bytes: usize,
 }
 
+impl MostFrequentGroups {
+    fn take(&mut self, emit_to: EmitTo) -> Vec<Counts> {
+        let taken = emit_to.take_needed(&mut self.groups);
+        let bytes: usize = taken
+            .iter()
+            .flat_map(|g| g.keys())
+            .map(|k| key_bytes(k))
+            .sum();
+        self.bytes -= bytes;
+        taken
+    }
+}
+
 impl GroupsAccumulator for MostFrequentGroups {
     fn update_batch(
         &mut self,
@@ -241,7 +272,7 @@ impl GroupsAccumulator for MostFrequentGroups {
                 let before = self.groups[g].len();
                 count(&mut self.groups[g], v, i);
                 if self.groups[g].len() > before {
-                    self.bytes += v.value(i).len() + 40;
+                    self.bytes += key_bytes(v.value(i));
                 }
             }
         }
@@ -257,24 +288,18 @@ impl GroupsAccumulator for MostFrequentGroups {
         self.groups.resize_with(total_num_groups, Default::default);
         let (v, n) = (values[0].as_list::<i32>(), values[1].as_list::<i32>());
         for (i, &g) in group_indices.iter().enumerate() {
-            merge_row(&mut self.groups[g], v, n, i)?;
+            self.bytes += merge_row(&mut self.groups[g], v, n, i)?;
         }
-        self.bytes = self
-            .groups
-            .iter()
-            .flat_map(|g| g.keys())
-            .map(|k| k.len() + 40)
-            .sum();
         Ok(())
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let taken = emit_to.take_needed(&mut self.groups);
+        let taken = self.take(emit_to);
         Ok(Arc::new(taken.iter().map(winner).collect::<StringArray>()))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let taken = emit_to.take_needed(&mut self.groups);
+        let taken = self.take(emit_to);
         Ok(states(&taken))
     }
 
@@ -371,7 +396,15 @@ mod tests {
             groups
                 .merge_batch(&rows, &vec![0; values.len()], 1)
                 .unwrap();
+            let held: usize = groups
+                .groups
+                .iter()
+                .flat_map(|g| g.keys())
+                .map(|k| key_bytes(k))
+                .sum();
+            assert_eq!(groups.bytes, held, "size accounting drifted");
             let out = groups.evaluate(EmitTo::All).unwrap();
+            assert_eq!(groups.bytes, 0, "emitted groups still counted");
             let out = out.as_string::<i32>();
             assert_eq!(out.is_valid(0).then(|| out.value(0).to_string()), expected);
         }
