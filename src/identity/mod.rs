@@ -24,11 +24,15 @@ use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
 use c360_udfs::union_find::DenseUnionFind;
+use datafusion::common::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::execute_stream_partitioned;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 pub use canonical::Change;
+use config::Blocklist;
 pub use config::IdentityConfig;
 
 use crate::error::Result;
@@ -159,7 +163,8 @@ impl IdentityGraph {
         )
     }
 
-    fn intern(&mut self, t: u16, value: &str, input: usize, ts: Option<i64>) -> u32 {
+    /// The node of `value`, added if new, marked as seen in `input`.
+    fn intern(&mut self, t: u16, value: &str, input: usize) -> u32 {
         if self.index.len() <= t as usize {
             self.index.resize_with(t as usize + 1, HashMap::new);
         }
@@ -177,18 +182,15 @@ impl IdentityGraph {
                 n
             }
         };
-        self.touch(n, input, ts);
+        self.sources[n as usize] |= 1 << input.min(63);
         n
     }
 
-    /// Records one more sighting of node `n`.
-    fn touch(&mut self, n: u32, input: usize, ts: Option<i64>) {
+    /// Widens node `n`'s first and last seen to include `[first, last]`.
+    fn see(&mut self, n: u32, first: i64, last: i64) {
         let i = n as usize;
-        if let Some(ts) = ts {
-            self.first_seen[i] = self.first_seen[i].min(ts);
-            self.last_seen[i] = self.last_seen[i].max(ts);
-        }
-        self.sources[i] |= 1 << input.min(63);
+        self.first_seen[i] = self.first_seen[i].min(first);
+        self.last_seen[i] = self.last_seen[i].max(last);
     }
 
     fn bytes(&self) -> usize {
@@ -286,6 +288,12 @@ pub async fn build(
     // Per id type: blocklisted value -> (rule, rows).
     let mut blocked: Vec<HashMap<Box<str>, (String, u64)>> = vec![HashMap::new(); g.types.len()];
     let mut edge_index: HashMap<(u32, u32, u16), usize> = HashMap::new();
+    let blocklists: Arc<Vec<Option<Blocklist>>> = Arc::new(
+        g.types
+            .iter()
+            .map(|t| config.blocklist.get(t).cloned())
+            .collect(),
+    );
     for input in project.inputs.iter().filter(|i| !i.ids.is_empty()) {
         let input_no = g.inputs.len();
         g.inputs.push(input.name.clone());
@@ -309,87 +317,24 @@ pub async fn build(
             columns.join(", "),
             input.name
         );
-        let types: Vec<u16> = input
+        let types: Arc<Vec<u16>> = input
             .ids
             .iter()
             .map(|id| g.type_id(&id.id_type).expect("declared"))
+            .collect::<Vec<_>>()
+            .into();
+        // Each partition is read on its own worker into identifiers of its own; merging
+        // them costs one lookup per distinct identifier, not per row.
+        let plan = ctx.sql(&sql).await?.create_physical_plan().await?;
+        let readers: Vec<_> = execute_stream_partitioned(plan, ctx.task_ctx())?
+            .into_iter()
+            .map(|stream| tokio::spawn(read_part(stream, types.clone(), blocklists.clone())))
             .collect();
-        let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            let values: Vec<_> = (0..types.len())
-                .map(|c| cast(batch.column(c), &DataType::Utf8))
-                .collect::<std::result::Result<_, _>>()?;
-            let ts = cast(
-                batch.column(types.len()),
-                &DataType::Timestamp(TimeUnit::Microsecond, None),
-            )?;
-            let ts = ts.as_primitive::<TimestampMicrosecondType>();
-            let mut row_ids: Vec<u32> = Vec::with_capacity(types.len());
-            for r in 0..batch.num_rows() {
-                row_ids.clear();
-                let t = ts.is_valid(r).then(|| ts.value(r));
-                for (c, &ty) in types.iter().enumerate() {
-                    let col = values[c].as_string::<i32>();
-                    if col.is_null(r) {
-                        continue;
-                    }
-                    let v = col.value(r);
-                    // Only values not seen before meet the blocklist's patterns.
-                    let n = match g.index.get(ty as usize).and_then(|m| m.get(v)) {
-                        Some(&n) => {
-                            g.touch(n, input_no, t);
-                            n
-                        }
-                        None => {
-                            let blocked = &mut blocked[ty as usize];
-                            if let Some(entry) = blocked.get_mut(v) {
-                                entry.1 += 1;
-                                continue;
-                            }
-                            let type_name = &g.types[ty as usize];
-                            if let Some(rule) =
-                                config.blocklist.get(type_name).and_then(|b| b.rule_for(v))
-                            {
-                                blocked.insert(v.into(), (rule, 1));
-                                continue;
-                            }
-                            g.intern(ty, v, input_no, t)
-                        }
-                    };
-                    if !row_ids.contains(&n) {
-                        row_ids.push(n);
-                    }
-                }
-                // A star around the most trusted identifier of the row.
-                let Some(&center) = row_ids
-                    .iter()
-                    .min_by_key(|&&n| (g.node_type[n as usize], n))
-                else {
-                    continue;
-                };
-                for &other in row_ids.iter().filter(|&&n| n != center) {
-                    let key = (center.min(other), center.max(other), input_no as u16);
-                    let i = *edge_index.entry(key).or_insert_with(|| {
-                        g.edges.push(Edge {
-                            a: key.0,
-                            b: key.1,
-                            input: key.2,
-                            first_seen: i64::MAX,
-                            last_seen: i64::MIN,
-                            rows: 0,
-                            accepted: false,
-                        });
-                        g.edges.len() - 1
-                    });
-                    let e = &mut g.edges[i];
-                    e.rows += 1;
-                    if let Some(t) = t {
-                        e.first_seen = e.first_seen.min(t);
-                        e.last_seen = e.last_seen.max(t);
-                    }
-                }
-            }
+        for reader in readers {
+            let part = reader
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))??;
+            merge_part(&mut g, &mut blocked, &mut edge_index, part, input_no);
             grow(&mut reservation, g.bytes() + edge_index.len() * 24)?;
         }
     }
@@ -410,6 +355,154 @@ pub async fn build(
     g.quarantine
         .sort_by(|a, b| (&a.rule, &a.id_type, &a.value).cmp(&(&b.rule, &b.id_type, &b.value)));
     Ok(g)
+}
+
+/// One partition of one input: its identifiers interned locally, the blocklisted values it
+/// met, and its links, each with when it was first and last seen and on how many rows.
+#[derive(Default)]
+struct Part {
+    /// Per id type: value -> local node.
+    index: Vec<HashMap<Box<str>, u32>>,
+    /// Per local node: first and last seen.
+    seen: Vec<(i64, i64)>,
+    blocked: Vec<HashMap<Box<str>, (String, u64)>>,
+    /// (center, other) -> first seen, last seen, rows.
+    links: HashMap<(u32, u32), (i64, i64, u64)>,
+}
+
+/// Reads one partition of `SELECT i0, i1, ..., t` (normalized identifiers of `types`,
+/// then the event time) into a [`Part`].
+async fn read_part(
+    mut stream: SendableRecordBatchStream,
+    types: Arc<Vec<u16>>,
+    blocklists: Arc<Vec<Option<Blocklist>>>,
+) -> Result<Part> {
+    let n_types = blocklists.len();
+    let mut part = Part {
+        index: vec![HashMap::new(); n_types],
+        blocked: vec![HashMap::new(); n_types],
+        ..Default::default()
+    };
+    let mut row_ids: Vec<(u16, u32)> = Vec::with_capacity(types.len());
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let values: Vec<_> = (0..types.len())
+            .map(|c| cast(batch.column(c), &DataType::Utf8))
+            .collect::<std::result::Result<_, _>>()?;
+        let ts = cast(
+            batch.column(types.len()),
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )?;
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        for r in 0..batch.num_rows() {
+            row_ids.clear();
+            let t = ts.is_valid(r).then(|| ts.value(r));
+            for (c, &ty) in types.iter().enumerate() {
+                let col = values[c].as_string::<i32>();
+                if col.is_null(r) {
+                    continue;
+                }
+                let v = col.value(r);
+                let index = &mut part.index[ty as usize];
+                let n = match index.get(v) {
+                    Some(&n) => n,
+                    None => {
+                        // Only values not seen before meet the blocklist's patterns.
+                        let blocked = &mut part.blocked[ty as usize];
+                        if let Some(entry) = blocked.get_mut(v) {
+                            entry.1 += 1;
+                            continue;
+                        }
+                        if let Some(rule) =
+                            blocklists[ty as usize].as_ref().and_then(|b| b.rule_for(v))
+                        {
+                            blocked.insert(v.into(), (rule, 1));
+                            continue;
+                        }
+                        let n = part.seen.len() as u32;
+                        index.insert(v.into(), n);
+                        part.seen.push((i64::MAX, i64::MIN));
+                        n
+                    }
+                };
+                if let Some(t) = t {
+                    let seen = &mut part.seen[n as usize];
+                    *seen = (seen.0.min(t), seen.1.max(t));
+                }
+                row_ids.push((ty, n));
+            }
+            // A star around the most trusted identifier of the row (an input declares
+            // each id type once, so types break every tie).
+            let Some(&(_, center)) = row_ids.iter().min() else {
+                continue;
+            };
+            for &(_, other) in row_ids.iter().filter(|&&(_, n)| n != center) {
+                let link = part
+                    .links
+                    .entry((center, other))
+                    .or_insert((i64::MAX, i64::MIN, 0));
+                link.2 += 1;
+                if let Some(t) = t {
+                    link.0 = link.0.min(t);
+                    link.1 = link.1.max(t);
+                }
+            }
+        }
+    }
+    Ok(part)
+}
+
+/// Adds a partition's identifiers, blocklisted values and links to the graph.
+fn merge_part(
+    g: &mut IdentityGraph,
+    blocked: &mut [HashMap<Box<str>, (String, u64)>],
+    edge_index: &mut HashMap<(u32, u32, u16), usize>,
+    part: Part,
+    input: usize,
+) {
+    // In the partition's own order, so node ids and edge order repeat from run to run.
+    let mut values: Vec<(u16, Box<str>)> = vec![(0, "".into()); part.seen.len()];
+    for (t, index) in part.index.into_iter().enumerate() {
+        for (value, local) in index {
+            values[local as usize] = (t as u16, value);
+        }
+    }
+    let global: Vec<u32> = values
+        .iter()
+        .zip(&part.seen)
+        .map(|((t, value), &(first, last))| {
+            let n = g.intern(*t, value, input);
+            g.see(n, first, last);
+            n
+        })
+        .collect();
+    let mut links: Vec<_> = part.links.into_iter().collect();
+    links.sort_unstable_by_key(|(key, _)| *key);
+    for (t, values) in part.blocked.into_iter().enumerate() {
+        for (value, (rule, rows)) in values {
+            blocked[t].entry(value).or_insert((rule, 0)).1 += rows;
+        }
+    }
+    for ((center, other), (first, last, rows)) in links {
+        let (a, b) = (global[center as usize], global[other as usize]);
+        let key = (a.min(b), a.max(b), input as u16);
+        let i = *edge_index.entry(key).or_insert_with(|| {
+            g.edges.push(Edge {
+                a: key.0,
+                b: key.1,
+                input: key.2,
+                first_seen: i64::MAX,
+                last_seen: i64::MIN,
+                rows: 0,
+                accepted: false,
+            });
+            g.edges.len() - 1
+        });
+        let e = &mut g.edges[i];
+        e.rows += rows;
+        e.first_seen = e.first_seen.min(first);
+        e.last_seen = e.last_seen.max(last);
+    }
 }
 
 fn grow(reservation: &mut MemoryReservation, bytes: usize) -> Result<()> {
