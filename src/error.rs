@@ -51,6 +51,14 @@ pub enum Error {
     #[error("{0}")]
     Json(#[from] serde_json::Error),
 
+    /// Another run holds the output.
+    #[error("concurrent run: {location} is held by {holder}; this run wrote nothing")]
+    Concurrent { location: String, holder: String },
+
+    /// The output could not be written; what was published before is intact.
+    #[error("output '{location}': {message}")]
+    Output { location: String, message: String },
+
     /// Invalid command-line usage that clap cannot express.
     #[error("{0}")]
     Usage(String),
@@ -66,6 +74,13 @@ impl Error {
 
     pub fn location(location: impl Into<String>, message: impl std::fmt::Display) -> Self {
         Error::Location {
+            location: location.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn output(location: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Error::Output {
             location: location.into(),
             message: message.to_string(),
         }
@@ -92,6 +107,13 @@ impl Error {
             Error::Usage(_) => 2,
             Error::Config { .. } => 3,
             Error::Input { .. } | Error::Location { .. } => 4,
+            Error::Concurrent { .. } => 5,
+            Error::Output { .. } => 6,
+            Error::DataFusion(e)
+                if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) =>
+            {
+                7
+            }
             _ => 1,
         }
     }

@@ -6,7 +6,7 @@ use clap::Parser;
 async fn main() {
     let cli = c360::cli::Cli::parse();
     if let Err(e) = c360::cli::run(cli).await {
-        eprintln!("Error: {e}");
+        eprintln!("Error: {}", c360::redact::redact(&e.to_string()));
         std::process::exit(e.exit_code());
     }
 }

@@ -1,7 +1,12 @@
 //! Where a run publishes its tables: Parquet files or Delta tables under one location, on
-//! the local disk or an object store. Each table becomes visible whole or not at all: a
-//! Parquet file is uploaded (multipart, or a staged local file renamed) and appears only
-//! when complete; a Delta table changes by one commit.
+//! the local disk or an object store.
+//!
+//! Parquet: every table (and the catalog) is first written whole under
+//! `_c360_staging/<run id>/`; then a journal, `_c360_commit.json`, lists the moves that
+//! publish them, the moves are made and the journal removed. A run killed before the
+//! journal leaves the previous output untouched; one killed after it is completed by the
+//! next run ([`Output::recover`]), which also removes what dead runs left in staging.
+//! Delta: each table changes by one commit.
 
 use std::sync::Arc;
 
@@ -90,6 +95,29 @@ pub struct Output {
     storage: StorageOptions,
     pub format: TableFormat,
     store: Arc<dyn ObjectStore>,
+    /// Set: Parquet tables are staged under `_c360_staging/<run id>/` until [`Output::publish`].
+    run_id: Option<String>,
+}
+
+/// The journal of a publication in progress.
+pub const COMMIT_FILE: &str = "_c360_commit.json";
+/// Where a run's tables wait until they are published.
+pub const STAGING_DIR: &str = "_c360_staging";
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Journal {
+    run_id: String,
+    /// (staged object, published object), in publication order.
+    moves: Vec<(String, String)>,
+}
+
+/// What [`Output::recover`] found.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Recovery {
+    /// A publication cut short that was completed, by its run id.
+    pub completed: Option<String>,
+    /// Staged files of dead runs removed.
+    pub removed: usize,
 }
 
 impl Output {
@@ -105,7 +133,179 @@ impl Output {
             storage,
             format,
             store,
+            run_id: None,
         })
+    }
+
+    /// This output as run `run_id` writes it: tables staged until [`Output::publish`].
+    pub fn for_run(mut self, run_id: &str) -> Self {
+        self.run_id = Some(run_id.to_string());
+        self
+    }
+
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// The object path of `name` under the output, and its URL for messages.
+    pub fn object(&self, name: &str) -> Result<(object_store::path::Path, String)> {
+        let url = self
+            .url
+            .join(name)
+            .map_err(|e| Error::location(&self.location, e))?;
+        Ok((object_path(&url)?, url.to_string()))
+    }
+
+    /// Where this run stages `name` before publishing it.
+    fn staged(&self, name: &str) -> Result<Option<(object_store::path::Path, String)>> {
+        match (&self.run_id, self.format) {
+            (Some(run), TableFormat::Parquet) => self
+                .object(&format!("{STAGING_DIR}/{run}/{name}"))
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Publishes what this run staged: the tables named, then `catalog` as `catalog_name`
+    /// (last, so a reader finding it finds everything it describes).
+    pub async fn publish(
+        &self,
+        tables: &[&str],
+        catalog_name: &str,
+        catalog: Vec<u8>,
+    ) -> Result<()> {
+        let Some(run_id) = self.run_id.clone() else {
+            return self.put(catalog_name, catalog).await;
+        };
+        if self.format == TableFormat::Delta {
+            return self.put(catalog_name, catalog).await;
+        }
+        let (staged_catalog, _) = self.staged(catalog_name)?.expect("staged output");
+        self.store
+            .put(&staged_catalog, PutPayload::from(catalog))
+            .await
+            .map_err(|e| Error::output(&self.location, format!("staging {catalog_name}: {e}")))?;
+        let mut moves = vec![];
+        for name in tables
+            .iter()
+            .map(|t| format!("{t}.parquet"))
+            .chain([catalog_name.to_string()])
+        {
+            let (from, _) = self.staged(&name)?.expect("staged output");
+            let (to, _) = self.object(&name)?;
+            moves.push((from.to_string(), to.to_string()));
+        }
+        let journal = Journal { run_id, moves };
+        let (path, url) = self.object(COMMIT_FILE)?;
+        self.store
+            .put(
+                &path,
+                PutPayload::from(serde_json::to_vec_pretty(&journal)?),
+            )
+            .await
+            .map_err(|e| Error::output(url, format!("writing the commit journal: {e}")))?;
+        crate::crash_point("journal");
+        self.finish(&journal).await
+    }
+
+    /// Makes a journal's moves (those not made yet), then removes the journal and the run's
+    /// staging folder.
+    async fn finish(&self, journal: &Journal) -> Result<()> {
+        for (from, to) in &journal.moves {
+            let (from, to) = (
+                object_store::path::Path::from(from.as_str()),
+                object_store::path::Path::from(to.as_str()),
+            );
+            match self.store.rename(&from, &to).await {
+                // Already moved by an earlier attempt.
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(Error::output(
+                        &self.location,
+                        format!("publishing {to}: {e}; the next run completes the publication"),
+                    ))
+                }
+            }
+        }
+        let (path, url) = self.object(COMMIT_FILE)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(Error::output(
+                    url,
+                    format!("removing the commit journal: {e}"),
+                ))
+            }
+        }
+        self.remove_staging(Some(&journal.run_id)).await?;
+        Ok(())
+    }
+
+    /// Removes staged files: one run's, or (`None`) every run's. Returns how many.
+    async fn remove_staging(&self, run_id: Option<&str>) -> Result<usize> {
+        let dir = match run_id {
+            Some(run) => format!("{STAGING_DIR}/{run}/"),
+            None => format!("{STAGING_DIR}/"),
+        };
+        let (prefix, url) = self.object(&dir)?;
+        let found: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::output(&url, format!("listing staged files: {e}")))?;
+        for meta in &found {
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(Error::output(
+                        &url,
+                        format!("removing {}: {e}", meta.location),
+                    ))
+                }
+            }
+        }
+        if let Ok(root) = self.url.join(&format!("{STAGING_DIR}/")) {
+            if let Ok(root) = root.to_file_path() {
+                // Deletes leave local folders behind.
+                let _ = remove_empty_dirs(&root);
+            }
+        }
+        Ok(found.len())
+    }
+
+    /// Completes a publication a killed run left half done, then removes what dead runs left
+    /// in staging. Call while holding the output's lease.
+    pub async fn recover(&self) -> Result<Recovery> {
+        let mut recovery = Recovery::default();
+        let (path, url) = self.object(COMMIT_FILE)?;
+        match self.store.get(&path).await {
+            Ok(got) => {
+                let bytes = got
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::output(&url, format!("reading the commit journal: {e}")))?;
+                let journal: Journal = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::output(
+                        &url,
+                        format!("the commit journal is unreadable ({e}); remove it to go on"),
+                    )
+                })?;
+                self.finish(&journal).await?;
+                recovery.completed = Some(journal.run_id);
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(Error::output(
+                    url,
+                    format!("reading the commit journal: {e}"),
+                ))
+            }
+        }
+        recovery.removed = self.remove_staging(None).await?;
+        Ok(recovery)
     }
 
     /// Where `table` is published.
@@ -128,6 +328,7 @@ impl Output {
     ) -> Result<u64> {
         let df = reader_safe_frame(df)?;
         let target = self.table_url(table)?;
+        let staged = self.staged(&format!("{table}.parquet"))?;
         let props = WriterProperties::builder()
             .set_compression(parquet::basic::Compression::SNAPPY)
             .set_created_by(format!("c360 {}", env!("CARGO_PKG_VERSION")))
@@ -139,7 +340,7 @@ impl Output {
             ))
             .build();
         let failed = |e: &dyn std::fmt::Display| {
-            Error::location(
+            Error::output(
                 target.as_str(),
                 format!("writing table '{table}' failed: {e}"),
             )
@@ -147,7 +348,10 @@ impl Output {
         match self.format {
             TableFormat::Parquet => {
                 let schema = Arc::new(df.schema().as_arrow().clone());
-                let path = object_path(&target)?;
+                let path = match staged {
+                    Some((path, _)) => path,
+                    None => object_path(&target)?,
+                };
                 let sink = BufWriter::new(self.store.clone(), path);
                 let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(props))?;
                 let mut rows = 0u64;
@@ -195,7 +399,7 @@ impl Output {
         self.store
             .put(&object_path(&url)?, PutPayload::from(bytes))
             .await
-            .map_err(|e| Error::location(url.as_str(), e))?;
+            .map_err(|e| Error::output(url.as_str(), e))?;
         Ok(())
     }
 
@@ -215,4 +419,15 @@ impl Output {
     pub fn storage(&self) -> &StorageOptions {
         &self.storage
     }
+}
+
+/// Removes the empty folders under `dir`, deepest first, and `dir` if it ends up empty.
+fn remove_empty_dirs(dir: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            let _ = remove_empty_dirs(&path);
+        }
+    }
+    std::fs::remove_dir(dir)
 }

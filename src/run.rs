@@ -19,8 +19,10 @@ use crate::error::{Error, Result};
 use crate::features::{id_list_column, FeaturePlan};
 use crate::identity::{self, IdentityGraph};
 use crate::lake::{self, Snapshot, TableSpec};
+use crate::lease::{Lease, LEASE_FILE};
 use crate::output::{Output, TableFormat};
 use crate::project::Project;
+use crate::redact::redact;
 
 /// The catalog file written beside the tables.
 pub const CATALOG_FILE: &str = "features.json";
@@ -33,6 +35,29 @@ pub struct RunOptions {
     pub as_of: Option<String>,
     pub output: String,
     pub format: TableFormat,
+    /// How long the output's lease lasts without renewal (see [`crate::lease`]).
+    pub lease: std::time::Duration,
+    /// Memory budget in bytes for the whole run (DataFusion's pool), `None`: unbounded.
+    pub memory_limit: Option<usize>,
+    /// Progress as JSON lines (`Some(true)`), text (`Some(false)`), or text on a terminal
+    /// and JSON otherwise (`None`).
+    pub json_log: Option<bool>,
+}
+
+impl RunOptions {
+    /// A run of `project` into `output`: as of now, Parquet, a 60-second lease, no memory
+    /// limit, progress as the terminal suggests.
+    pub fn new(project: impl Into<std::path::PathBuf>, output: impl Into<String>) -> Self {
+        Self {
+            project: project.into(),
+            as_of: None,
+            output: output.into(),
+            format: TableFormat::Parquet,
+            lease: std::time::Duration::from_secs(60),
+            memory_limit: None,
+            json_log: None,
+        }
+    }
 }
 
 /// One published table.
@@ -76,10 +101,10 @@ struct Progress {
 }
 
 impl Progress {
-    fn new() -> Self {
+    fn new(json_log: Option<bool>) -> Self {
         Self {
             start: Instant::now(),
-            terminal: std::io::stderr().is_terminal(),
+            terminal: json_log.map_or_else(|| std::io::stderr().is_terminal(), |json| !json),
         }
     }
 
@@ -93,12 +118,14 @@ impl Progress {
                 }
                 _ => String::new(),
             };
-            eprintln!("c360 run [{elapsed:>6.1}s] {phase}{detail}");
-        } else {
             eprintln!(
                 "{}",
-                json!({"event": "phase", "phase": phase, "elapsed_s": elapsed, "detail": detail})
+                redact(&format!("c360 run [{elapsed:>6.1}s] {phase}{detail}"))
             );
+        } else {
+            let line =
+                json!({"event": "phase", "phase": phase, "elapsed_s": elapsed, "detail": detail});
+            eprintln!("{}", redact(&line.to_string()));
         }
     }
 }
@@ -126,17 +153,52 @@ pub fn parse_as_of(text: &str) -> Result<i64> {
     )))
 }
 
-/// Runs the job.
+/// Runs the job: takes the output's lease, publishes, gives the lease up.
 pub async fn run(opts: &RunOptions) -> Result<RunReport> {
-    let progress = Progress::new();
+    let progress = Progress::new(opts.json_log);
     let computed_at = chrono::Utc::now().timestamp_micros();
     let as_of = match &opts.as_of {
         Some(t) => parse_as_of(t)?,
         None => computed_at,
     };
     let project = Project::load(&opts.project)?;
-    let output = Output::new(&opts.output, project.storage.clone(), opts.format)?;
-    let ctx = crate::session()?;
+    let run_id = format!(
+        "{}-{:08x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
+        std::process::id()
+    );
+    let output = Output::new(&opts.output, project.storage.clone(), opts.format)?.for_run(&run_id);
+    let (path, url) = output.object(LEASE_FILE)?;
+    let lease = Lease::acquire(output.store(), path, url, &run_id, opts.lease).await?;
+    let ctx = crate::session_with_memory_limit(opts.memory_limit)?;
+    let report = leased(
+        &ctx,
+        &project,
+        &output,
+        &lease,
+        &progress,
+        (computed_at, as_of),
+    )
+    .await;
+    let released = lease.release().await;
+    let report = report?;
+    released?;
+    Ok(report)
+}
+
+/// The run, once it holds the output.
+async fn leased(
+    ctx: &SessionContext,
+    project: &Project,
+    output: &Output,
+    lease: &Lease,
+    progress: &Progress,
+    (computed_at, as_of): (i64, i64),
+) -> Result<RunReport> {
+    let recovery = output.recover().await?;
+    if recovery.completed.is_some() || recovery.removed > 0 {
+        progress.phase("recovered", serde_json::to_value(&recovery)?);
+    }
     ctx.sql(&format!("SET c360.reference_time = '{}'", rfc3339(as_of)))
         .await?;
 
@@ -144,12 +206,12 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport> {
         "reading inputs",
         json!({"inputs": project.inputs.len(), "as_of": rfc3339(as_of)}),
     );
-    let read = project.register_inputs_as_of(&ctx, as_of).await?;
+    let read = project.register_inputs_as_of(ctx, as_of).await?;
 
     progress.phase("building the identity graph", json!({}));
-    let previous = read_previous(&ctx, &output).await?;
-    let graph = Arc::new(identity::build(&ctx, &project, previous.as_ref()).await?);
-    identity::register_tables(&ctx, graph.clone())?;
+    let previous = read_previous(ctx, output).await?;
+    let graph = Arc::new(identity::build(ctx, project, previous.as_ref()).await?);
+    identity::register_tables(ctx, graph.clone())?;
     progress.phase(
         "identity graph built",
         json!({"identifiers": graph.len(), "people": graph.components(), "quarantined": graph.quarantine.len()}),
@@ -159,46 +221,50 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport> {
         "computing traits and features",
         json!({"traits": project.catalog.traits.len(), "features": project.catalog.features.len()}),
     );
-    let plan = FeaturePlan::for_session(&project, as_of, &ctx);
-    plan.create_views(&ctx).await?;
-    let customers = plan.dataframe(&ctx, &project, &project.catalog).await?;
+    let plan = FeaturePlan::for_session(project, as_of, ctx);
+    plan.create_views(ctx).await?;
+    let customers = plan.dataframe(ctx, project, &project.catalog).await?;
     let customers = crate::output::reader_safe_frame(customers)?;
 
     let mut catalog = catalog(
-        &project,
+        project,
         &graph,
         &customers,
         &read,
         computed_at,
         as_of,
-        opts.format,
+        output.format,
     );
     let footer = |table: &str| {
         vec![
             ("c360.table".to_string(), table.to_string()),
             ("c360.as_of".to_string(), rfc3339(as_of)),
             ("c360.computed_at".to_string(), rfc3339(computed_at)),
-            ("c360.catalog".to_string(), catalog.to_string()),
+            ("c360.catalog".to_string(), redact(&catalog.to_string())),
         ]
     };
     // The graph's tables first, customer_360 next, the catalog last: a reader that finds
     // the catalog finds everything it describes.
+    lease.check().await?;
     let mut tables = vec![];
     for (name, table) in graph.output_tables()? {
         let rows = output
             .write_table(name, ctx.read_table(table)?, &footer(name))
             .await?;
         progress.phase("written", json!({"table": name, "rows": rows}));
-        tables.push(published(&output, name, rows)?);
+        crate::crash_point(&format!("written:{name}"));
+        tables.push(published(output, name, rows)?);
     }
     let rows = output
         .write_table("customer_360", customers, &footer("customer_360"))
         .await?;
     progress.phase("written", json!({"table": "customer_360", "rows": rows}));
-    tables.insert(0, published(&output, "customer_360", rows)?);
+    tables.insert(0, published(output, "customer_360", rows)?);
     catalog["tables"] = serde_json::to_value(&tables)?;
-    let text = serde_json::to_vec_pretty(&catalog)?;
-    output.put(CATALOG_FILE, text).await?;
+    let text = redact(&serde_json::to_string_pretty(&catalog)?).into_bytes();
+    lease.check().await?;
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    output.publish(&names, CATALOG_FILE, text).await?;
     let report = RunReport {
         tables,
         identity: graph.summary(),

@@ -2,7 +2,8 @@
 //! project that has an `[identity]` section, sessions also hold the identity graph's tables,
 //! `why_merged`, `canonical_id` and a `stitched_<input>` view of each input. Exit codes: 0 success, 1 a
 //! query or runtime failure, 2 bad usage, 3 a bad project file, 4 an input that cannot
-//! be opened.
+//! be opened, 5 another run holds the output, 6 the output cannot be written, 7 over the
+//! memory limit.
 
 mod repl;
 mod sql;
@@ -65,6 +66,29 @@ pub struct RunArgs {
     /// Table format of the output.
     #[arg(long, value_enum, default_value_t = TableFormat::Parquet)]
     pub format: TableFormat,
+    /// Memory budget for the run, e.g. 4G or 512M: sorts and aggregates spill to disk to
+    /// stay within it; a run that cannot fails with exit code 7. Default: unbounded.
+    #[arg(long, value_parser = parse_size)]
+    pub memory_limit: Option<usize>,
+    /// Progress on stderr: `text`, `json` (one JSON object per line), or `auto` (text on a
+    /// terminal, JSON otherwise).
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+    /// Seconds the output's lease lasts unless renewed. A run killed on another machine
+    /// blocks the output this long; on the same machine, not at all.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(3..))]
+    pub lease_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+fn parse_size(text: &str) -> std::result::Result<usize, String> {
+    crate::parse_bytes(text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -220,9 +244,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                 as_of: args.as_of,
                 output: args.output,
                 format: args.format,
+                lease: std::time::Duration::from_secs(args.lease_seconds),
+                memory_limit: args.memory_limit,
+                json_log: match args.log_format {
+                    LogFormat::Auto => None,
+                    LogFormat::Text => Some(false),
+                    LogFormat::Json => Some(true),
+                },
             })
             .await?;
-            println!("{report}");
+            println!("{}", crate::redact::redact(&report.to_string()));
             Ok(())
         }
         Command::Explain(args) => {

@@ -77,6 +77,9 @@ impl StorageOptions {
     pub fn parse<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
         let mut out = BTreeMap::new();
         for (key, value) in pairs {
+            if crate::redact::is_secret_key(key) {
+                crate::redact::register(value);
+            }
             out.insert(canonical_key(key)?, value.to_string());
         }
         Ok(Self(out))

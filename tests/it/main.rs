@@ -5,5 +5,6 @@ mod common;
 mod generate;
 mod identity;
 mod lake;
+mod publish;
 mod run;
 mod s3;

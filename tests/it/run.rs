@@ -15,10 +15,9 @@ const END: &str = "2026-06-30T00:00:00Z";
 
 async fn run_demo(out: &Path, as_of: Option<&str>, format: TableFormat) -> c360::run::RunReport {
     run(&RunOptions {
-        project: demo().join("c360.toml"),
         as_of: as_of.map(str::to_string),
-        output: out.display().to_string(),
         format,
+        ..RunOptions::new(demo().join("c360.toml"), out.display().to_string())
     })
     .await
     .unwrap()
@@ -387,9 +386,12 @@ fn bad_definitions_name_the_feature() {
             .output()
             .unwrap();
         assert_fails(&out, 3, &fragments);
+        let written: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
         assert!(
-            !dir.path().join("out").exists(),
-            "nothing written for a bad definition: {features}"
+            written.is_empty(),
+            "written for a bad definition {features}: {written:?}"
         );
     }
 }

@@ -1,0 +1,390 @@
+//! The scheduled job's guarantees: one run publishes at a time, a run killed at any point
+//! leaves the previous output whole and the next run recovers without help, secrets stay
+//! out of logs and reports, the memory limit holds, progress is JSON on request.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use c360::lake::StorageOptions;
+use c360::lease::{Lease, LEASE_FILE};
+use c360::output::{Output, TableFormat, COMMIT_FILE, STAGING_DIR};
+
+use crate::common::{assert_fails, c360, demo, text, S3};
+
+const END: &str = "2026-06-30T00:00:00Z";
+const TABLES: [&str; 5] = [
+    "customer_360",
+    "identity_graph",
+    "identity_quarantine",
+    "identity_edges",
+    "identity_changes",
+];
+
+fn run_cmd(home: &Path, out: &Path) -> Command {
+    let mut cmd = c360(home);
+    cmd.args(["run", "--as-of", END, "--output"])
+        .arg(out)
+        .arg("--project")
+        .arg(demo().join("c360.toml"));
+    cmd
+}
+
+/// Every published file's bytes (the run's own `_c360*` files left out).
+fn published(out: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && !p.file_name().unwrap().to_string_lossy().starts_with('_'))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+/// The `c360.computed_at` a Parquet file's footer records.
+fn computed_at(file: &Path) -> String {
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(file).unwrap())
+            .unwrap();
+    use parquet::file::reader::FileReader;
+    reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap()
+        .iter()
+        .find(|kv| kv.key == "c360.computed_at")
+        .and_then(|kv| kv.value.clone())
+        .unwrap()
+}
+
+/// One complete run's output: every table and the catalog from the same run, nothing of
+/// the machinery left behind.
+fn assert_one_run(out: &Path) {
+    let catalog: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("features.json")).unwrap()).unwrap();
+    let run = catalog["computed_at"].as_str().unwrap().to_string();
+    for table in TABLES {
+        assert_eq!(
+            computed_at(&out.join(format!("{table}.parquet"))),
+            run,
+            "{table} is from another run than features.json"
+        );
+    }
+    for leftover in [LEASE_FILE, COMMIT_FILE, STAGING_DIR] {
+        assert!(!out.join(leftover).exists(), "{leftover} left behind");
+    }
+}
+
+fn local_output(out: &Path) -> Output {
+    Output::new(
+        &out.display().to_string(),
+        StorageOptions::default(),
+        TableFormat::Parquet,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_run_finding_the_output_held_fails_and_changes_nothing() {
+    let (home, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = dir.path().join("out");
+    assert!(run_cmd(home.path(), &out).status().unwrap().success());
+    let before = published(&out);
+
+    let output = local_output(&out);
+    let (path, url) = output.object(LEASE_FILE).unwrap();
+    let lease = Lease::acquire(
+        output.store(),
+        path,
+        url,
+        "nightly-42",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let held = run_cmd(home.path(), &out).output().unwrap();
+    assert_fails(&held, 5, &["concurrent run", "nightly-42", "wrote nothing"]);
+    assert_eq!(published(&out), before, "the held output changed");
+    lease.release().await.unwrap();
+
+    let again = run_cmd(home.path(), &out).output().unwrap();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_one_run(&out);
+}
+
+#[test]
+fn two_runs_at_once_publish_one_complete_output() {
+    let (home, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = dir.path().join("out");
+    for _ in 0..3 {
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                run_cmd(home.path(), &out)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let codes: Vec<Option<i32>> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .map(|o| {
+                let code = o.status.code();
+                if code != Some(0) {
+                    assert!(
+                        text(&o.stderr).contains("concurrent run"),
+                        "{}",
+                        text(&o.stderr)
+                    );
+                }
+                code
+            })
+            .collect();
+        assert!(codes.contains(&Some(0)), "no run published: {codes:?}");
+        assert!(
+            codes.iter().all(|c| matches!(c, Some(0) | Some(5))),
+            "{codes:?}"
+        );
+        assert_one_run(&out);
+    }
+}
+
+#[test]
+fn a_killed_run_leaves_the_previous_output_and_the_next_run_recovers() {
+    let (home, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = dir.path().join("out");
+    assert!(run_cmd(home.path(), &out).status().unwrap().success());
+    let before = published(&out);
+
+    // Killed after some tables were written, before any was published: nothing changes.
+    for point in ["written:identity_graph", "written:identity_changes"] {
+        let killed = run_cmd(home.path(), &out)
+            .env("C360_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert_eq!(killed.status.code(), None, "{point}: not killed");
+        assert_eq!(published(&out), before, "{point}: the output changed");
+        assert!(
+            out.join(STAGING_DIR).exists(),
+            "{point}: nothing was staged"
+        );
+    }
+
+    // SIGKILL while the tables are being written.
+    let mut child = run_cmd(home.path(), &out)
+        .arg("--log-format")
+        .arg("json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines() {
+        if line.unwrap().contains("\"identity_edges\"") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(published(&out), before, "SIGKILL: the output changed");
+
+    // Killed after the commit journal: the next run completes that publication first.
+    let killed = run_cmd(home.path(), &out)
+        .env("C360_CRASH_AT", "journal")
+        .args(["--log-format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.code(), None);
+    assert!(out.join(COMMIT_FILE).exists());
+    // It first cleared what the runs killed before it had staged.
+    let cleared: Vec<serde_json::Value> = text(&killed.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["phase"] == "recovered")
+        .collect();
+    assert!(
+        cleared[0]["detail"]["removed"].as_u64().unwrap() > 0,
+        "{cleared:?}"
+    );
+    let next = run_cmd(home.path(), &out)
+        .args(["--log-format", "json"])
+        .output()
+        .unwrap();
+    assert!(next.status.success(), "{}", text(&next.stderr));
+    let recovered: Vec<serde_json::Value> = text(&next.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["phase"] == "recovered")
+        .collect();
+    assert_eq!(recovered.len(), 1, "{}", text(&next.stderr));
+    assert!(recovered[0]["detail"]["completed"].is_string());
+    assert_one_run(&out);
+}
+
+#[tokio::test]
+async fn on_s3_a_held_output_fails_and_a_killed_run_is_recovered() {
+    let s3 = S3::from_env();
+    let home = tempfile::tempdir().unwrap();
+    let prefix = s3.prefix("lease");
+    let cmd = || {
+        let mut cmd = c360(home.path());
+        cmd.env("AWS_ENDPOINT", &s3.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &s3.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &s3.secret)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ALLOW_HTTP", "true")
+            .args(["run", "--as-of", END, "--output", &prefix, "--project"])
+            .arg(demo().join("c360.toml"));
+        cmd
+    };
+    let killed = cmd().env("C360_CRASH_AT", "journal").output().unwrap();
+    assert_eq!(killed.status.code(), None, "{}", text(&killed.stderr));
+
+    let output = Output::new(&prefix, s3.options(), TableFormat::Parquet).unwrap();
+    let (path, url) = output.object(LEASE_FILE).unwrap();
+    // The killed run's lease is taken over at once: its process is gone.
+    let lease = Lease::acquire(
+        output.store(),
+        path,
+        url,
+        "nightly-7",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_fails(
+        &cmd().output().unwrap(),
+        5,
+        &["concurrent run", "nightly-7"],
+    );
+    lease.release().await.unwrap();
+
+    let next = cmd().output().unwrap();
+    assert!(next.status.success(), "{}", text(&next.stderr));
+    let store = output.store();
+    for name in [LEASE_FILE, COMMIT_FILE] {
+        let (path, _) = output.object(name).unwrap();
+        assert!(
+            object_store::ObjectStoreExt::head(&*store, &path)
+                .await
+                .is_err(),
+            "{name} left behind"
+        );
+    }
+    let (staging, _) = output.object(STAGING_DIR).unwrap();
+    use futures::StreamExt;
+    let staged: Vec<_> = store.list(Some(&staging)).collect().await;
+    assert!(staged.is_empty(), "staged files left: {staged:?}");
+    let (catalog, _) = output.object("features.json").unwrap();
+    assert!(object_store::ObjectStoreExt::head(&*store, &catalog)
+        .await
+        .is_ok());
+}
+
+#[test]
+fn secrets_never_appear_in_logs_errors_or_reports() {
+    let s3 = S3::from_env();
+    let home = tempfile::tempdir().unwrap();
+    let secret = s3.secret.as_str();
+    let run = |output: &str| {
+        c360(home.path())
+            .env("AWS_ENDPOINT", &s3.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &s3.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ALLOW_HTTP", "true")
+            .args([
+                "run",
+                "--as-of",
+                END,
+                "--log-format",
+                "json",
+                "--output",
+                output,
+            ])
+            .arg("--project")
+            .arg(demo().join("c360.toml"))
+            .output()
+            .unwrap()
+    };
+    let prefix = s3.prefix("secret");
+    let ok = run(&prefix);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let missing_bucket = run("s3://no-such-bucket-c360/out");
+    assert_ne!(missing_bucket.status.code(), Some(0));
+    let with_userinfo = run(&format!("s3://AKIAEXAMPLE:{secret}@{}/x", s3.bucket));
+    for out in [&ok, &missing_bucket, &with_userinfo] {
+        for stream in [&out.stdout, &out.stderr] {
+            assert!(
+                !text(stream).contains(secret),
+                "secret leaked: {}",
+                text(stream)
+            );
+        }
+    }
+    let catalog = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let output = Output::new(&prefix, s3.options(), TableFormat::Parquet).unwrap();
+        let (path, _) = output.object("features.json").unwrap();
+        let got = object_store::ObjectStoreExt::get(&*output.store(), &path)
+            .await
+            .unwrap();
+        text(&got.bytes().await.unwrap())
+    });
+    assert!(catalog.contains("customer_360"));
+    assert!(!catalog.contains(secret));
+}
+
+#[test]
+fn the_memory_limit_holds_and_failing_it_loses_nothing() {
+    let (home, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = dir.path().join("out");
+    let ok = run_cmd(home.path(), &out)
+        .args(["--memory-limit", "1G"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let before = published(&out);
+    let over = run_cmd(home.path(), &out)
+        .args(["--memory-limit", "64K"])
+        .output()
+        .unwrap();
+    assert_fails(&over, 7, &["esources exhausted"]);
+    assert_eq!(published(&out), before);
+    assert!(!out.join(LEASE_FILE).exists());
+    let bad = run_cmd(home.path(), &out)
+        .args(["--memory-limit", "lots"])
+        .output()
+        .unwrap();
+    assert_fails(&bad, 2, &["expected a size such as 4G"]);
+}
+
+#[test]
+fn progress_is_text_or_json_as_asked() {
+    let (home, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out: PathBuf = dir.path().join("out");
+    let json = run_cmd(home.path(), &out)
+        .args(["--log-format", "json"])
+        .output()
+        .unwrap();
+    assert!(json.status.success());
+    let events: Vec<serde_json::Value> = text(&json.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events.iter().any(|e| e["phase"] == "done"));
+    let plain = run_cmd(home.path(), &out)
+        .args(["--log-format", "text"])
+        .output()
+        .unwrap();
+    assert!(plain.status.success());
+    let lines: Vec<String> = text(&plain.stderr).lines().map(String::from).collect();
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.starts_with("c360 run [")),
+        "{lines:?}"
+    );
+}
