@@ -34,6 +34,7 @@ use futures::StreamExt;
 pub use canonical::Change;
 use config::Blocklist;
 pub use config::IdentityConfig;
+pub use tables::OUTPUT_TABLES;
 
 use crate::error::Result;
 use crate::project::Project;
@@ -574,20 +575,19 @@ fn close(g: &mut IdentityGraph, config: &IdentityConfig) {
     // Most trusted evidence first, so limits reject the least trusted.
     let rank = |node: u32| g.node_type[node as usize];
     let mut order: Vec<usize> = (0..g.edges.len()).collect();
-    // Ties break on the identifiers themselves, never on the order rows were read in.
-    order.sort_by_cached_key(|&i| {
+    // Ties break on the identifiers themselves, never on the order rows were read in; their
+    // text is only compared when ranks and times are equal.
+    let cheap = |i: usize| {
         let e = &g.edges[i];
         let (ra, rb) = (rank(e.a), rank(e.b));
+        (ra.max(rb), ra.min(rb), e.first_seen)
+    };
+    let text = |i: usize| {
+        let e = &g.edges[i];
         let (a, b) = (g.describe(e.a), g.describe(e.b));
-        (
-            ra.max(rb),
-            ra.min(rb),
-            e.first_seen,
-            a.min(b),
-            a.max(b),
-            e.input,
-        )
-    });
+        (a.min(b), a.max(b), e.input)
+    };
+    order.sort_unstable_by(|&x, &y| cheap(x).cmp(&cheap(y)).then_with(|| text(x).cmp(&text(y))));
     let limits: Vec<Option<u32>> = g
         .types
         .iter()

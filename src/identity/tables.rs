@@ -40,6 +40,14 @@ fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<Arc<MemTable>> {
     )?))
 }
 
+/// The graph's tables a run publishes, in [`IdentityGraph::output_tables`] order.
+pub const OUTPUT_TABLES: [&str; 4] = [
+    "identity_graph",
+    "identity_quarantine",
+    "identity_edges",
+    "identity_changes",
+];
+
 impl IdentityGraph {
     /// `identity_graph`: one row per identifier.
     pub fn graph_table(&self) -> Result<Arc<MemTable>> {
@@ -347,12 +355,13 @@ impl TableFunctionImpl for WhyMerged {
 impl IdentityGraph {
     /// Every output table, by name.
     pub fn output_tables(&self) -> Result<Vec<(&'static str, Arc<MemTable>)>> {
-        Ok(vec![
-            ("identity_graph", self.graph_table()?),
-            ("identity_quarantine", self.quarantine_table()?),
-            ("identity_edges", self.edges_table()?),
-            ("identity_changes", self.changes_table()?),
-        ])
+        let tables = [
+            self.graph_table()?,
+            self.quarantine_table()?,
+            self.edges_table()?,
+            self.changes_table()?,
+        ];
+        Ok(OUTPUT_TABLES.into_iter().zip(tables).collect())
     }
 }
 

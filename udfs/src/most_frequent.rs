@@ -2,7 +2,8 @@
 //! trait (favourite product, usual device). Ties go to the smallest value, so the answer
 //! never depends on row order or partitioning.
 
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use std::hash::BuildHasher;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, StringArray};
@@ -112,147 +113,154 @@ impl AggregateUDFImpl for MostFrequent {
     }
 }
 
-/// Value counts of one group.
-type Counts = HashMap<String, i64>;
-
-fn count(counts: &mut Counts, values: &StringArray, i: usize) {
-    if values.is_valid(i) {
-        let v = values.value(i);
-        match counts.get_mut(v) {
-            Some(n) => *n += 1,
-            None => {
-                counts.insert(v.to_string(), 1);
-            }
-        }
-    }
-}
-
-/// Heap bytes a value held as a key costs, as `size` reports it.
-fn key_bytes(value: &str) -> usize {
-    value.len() + 40
-}
-
-/// Adds row `i` of a state to `counts`; returns the bytes of the keys it added.
-fn merge_row(
-    counts: &mut Counts,
-    values: &ListArray,
-    tallies: &ListArray,
-    i: usize,
-) -> Result<usize> {
-    if values.is_null(i) {
-        return Ok(0);
-    }
-    let (v, n) = (values.value(i), tallies.value(i));
-    let (v, n) = (
-        v.as_string::<i32>(),
-        n.as_primitive::<arrow::datatypes::Int64Type>(),
-    );
-    if v.len() != n.len() {
-        return exec_err!(
-            "most_frequent: corrupt state, {} values but {} counts",
-            v.len(),
-            n.len()
-        );
-    }
-    let mut added = 0;
-    for j in 0..v.len() {
-        match counts.get_mut(v.value(j)) {
-            Some(c) => *c += n.value(j),
-            None => {
-                counts.insert(v.value(j).to_string(), n.value(j));
-                added += key_bytes(v.value(j));
-            }
-        }
-    }
-    Ok(added)
-}
-
-fn winner(counts: &Counts) -> Option<&str> {
-    counts
-        .iter()
-        .max_by(|(va, na), (vb, nb)| na.cmp(nb).then_with(|| vb.cmp(va)))
-        .map(|(v, _)| v.as_str())
-}
-
-fn states(groups: &[Counts]) -> Vec<ArrayRef> {
-    let offsets = OffsetBuffer::from_lengths(groups.iter().map(HashMap::len));
-    let values: StringArray = groups
-        .iter()
-        .flat_map(|g| g.keys().map(|k| Some(k.as_str())))
-        .collect();
-    let counts: Int64Array = groups.iter().flat_map(|g| g.values().copied()).collect();
-    let field = |t| Arc::new(Field::new("item", t, true));
-    vec![
-        Arc::new(ListArray::new(
-            field(DataType::Utf8),
-            offsets.clone(),
-            Arc::new(values),
-            None,
-        )),
-        Arc::new(ListArray::new(
-            field(DataType::Int64),
-            offsets,
-            Arc::new(counts),
-            None,
-        )),
-    ]
-}
-
+/// Every distinct value of an accumulator, stored once; groups count value ids, so counting
+/// a value already seen allocates nothing.
 #[derive(Debug, Default)]
-struct MostFrequentAccumulator {
-    counts: Counts,
+struct Interner {
+    hasher: DefaultHashBuilder,
+    table: HashTable<u32>,
+    values: Vec<Box<str>>,
 }
 
-impl Accumulator for MostFrequentAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let v = utf8("most_frequent", &values[0])?;
-        let v = v.as_string::<i32>();
-        for i in 0..v.len() {
-            count(&mut self.counts, v, i);
+impl Interner {
+    fn id(&mut self, value: &str) -> u32 {
+        let hash = self.hasher.hash_one(value);
+        let values = &self.values;
+        if let Some(&id) = self.table.find(hash, |&id| &*values[id as usize] == value) {
+            return id;
         }
-        Ok(())
+        let id = self.values.len() as u32;
+        self.values.push(value.into());
+        let (values, hasher) = (&self.values, &self.hasher);
+        self.table
+            .insert_unique(hash, id, |&id| hasher.hash_one(&*values[id as usize]));
+        id
     }
 
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let (v, n) = (states[0].as_list::<i32>(), states[1].as_list::<i32>());
-        for i in 0..v.len() {
-            merge_row(&mut self.counts, v, n, i)?;
-        }
-        Ok(())
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        states(std::slice::from_ref(&self.counts))
-            .iter()
-            .map(|a| ScalarValue::try_from_array(a, 0))
-            .collect()
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Utf8(winner(&self.counts).map(str::to_string)))
+    fn get(&self, id: u32) -> &str {
+        &self.values[id as usize]
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.counts.keys().map(|k| k.capacity() + 40).sum::<usize>()
+        self.values.iter().map(|v| v.len() + 16).sum::<usize>() + self.table.capacity() * 8
     }
 }
 
+/// Value counts of one group: a short list, or a map once it holds many values.
+#[derive(Debug)]
+enum Counts {
+    Few(Vec<(u32, i64)>),
+    Many(HashMap<u32, i64>),
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts::Few(vec![])
+    }
+}
+
+/// Past this many distinct values a group's linear search costs more than hashing.
+const FEW: usize = 32;
+
+impl Counts {
+    /// Adds `n` to value `id`; returns whether the value is new to the group.
+    fn add(&mut self, id: u32, n: i64) -> bool {
+        match self {
+            Counts::Few(list) => {
+                if let Some(entry) = list.iter_mut().find(|(v, _)| *v == id) {
+                    entry.1 += n;
+                    return false;
+                }
+                list.push((id, n));
+                if list.len() > FEW {
+                    *self = Counts::Many(list.drain(..).collect());
+                }
+                true
+            }
+            Counts::Many(map) => {
+                let entry = map.entry(id).or_insert(0);
+                *entry += n;
+                *entry == n
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Counts::Few(list) => list.len(),
+            Counts::Many(map) => map.len(),
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (u32, i64)> + '_> {
+        match self {
+            Counts::Few(list) => Box::new(list.iter().copied()),
+            Counts::Many(map) => Box::new(map.iter().map(|(&v, &n)| (v, n))),
+        }
+    }
+}
+
+/// Bytes one (value, count) entry of a group costs, as `size` reports it.
+const ENTRY_BYTES: usize = 16;
+
+/// `most_frequent` over any number of groups; the plain accumulator is its one-group case.
 #[derive(Debug, Default)]
 struct MostFrequentGroups {
+    values: Interner,
     groups: Vec<Counts>,
-    bytes: usize,
+    /// Entries held by all groups.
+    entries: usize,
 }
 
 impl MostFrequentGroups {
+    fn count(&mut self, g: usize, value: &str, n: i64) {
+        let id = self.values.id(value);
+        if self.groups[g].add(id, n) {
+            self.entries += 1;
+        }
+    }
+
+    /// The group's most frequent value; the smallest among equals.
+    fn winner(&self, counts: &Counts) -> Option<&str> {
+        counts
+            .iter()
+            .map(|(id, n)| (n, self.values.get(id)))
+            .max_by(|(na, va), (nb, vb)| na.cmp(nb).then_with(|| vb.cmp(va)))
+            .map(|(_, v)| v)
+    }
+
     fn take(&mut self, emit_to: EmitTo) -> Vec<Counts> {
         let taken = emit_to.take_needed(&mut self.groups);
-        let bytes: usize = taken
-            .iter()
-            .flat_map(|g| g.keys())
-            .map(|k| key_bytes(k))
-            .sum();
-        self.bytes -= bytes;
+        self.entries -= taken.iter().map(Counts::len).sum::<usize>();
         taken
+    }
+
+    /// `(values, counts)` lists, one row per group.
+    fn states(&self, groups: &[Counts]) -> Vec<ArrayRef> {
+        let offsets = OffsetBuffer::from_lengths(groups.iter().map(Counts::len));
+        let values: StringArray = groups
+            .iter()
+            .flat_map(|g| g.iter().map(|(id, _)| Some(self.values.get(id))))
+            .collect();
+        let counts: Int64Array = groups
+            .iter()
+            .flat_map(|g| g.iter().map(|(_, n)| n))
+            .collect();
+        let field = |t| Arc::new(Field::new("item", t, true));
+        vec![
+            Arc::new(ListArray::new(
+                field(DataType::Utf8),
+                offsets.clone(),
+                Arc::new(values),
+                None,
+            )),
+            Arc::new(ListArray::new(
+                field(DataType::Int64),
+                offsets,
+                Arc::new(counts),
+                None,
+            )),
+        ]
     }
 }
 
@@ -268,12 +276,8 @@ impl GroupsAccumulator for MostFrequentGroups {
         let v = utf8("most_frequent", &values[0])?;
         let v = v.as_string::<i32>();
         for (i, &g) in group_indices.iter().enumerate() {
-            if kept(opt_filter, i) {
-                let before = self.groups[g].len();
-                count(&mut self.groups[g], v, i);
-                if self.groups[g].len() > before {
-                    self.bytes += key_bytes(v.value(i));
-                }
+            if kept(opt_filter, i) && v.is_valid(i) {
+                self.count(g, v.value(i), 1);
             }
         }
         Ok(())
@@ -286,21 +290,39 @@ impl GroupsAccumulator for MostFrequentGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.groups.resize_with(total_num_groups, Default::default);
-        let (v, n) = (values[0].as_list::<i32>(), values[1].as_list::<i32>());
+        let (lists, tallies) = (values[0].as_list::<i32>(), values[1].as_list::<i32>());
         for (i, &g) in group_indices.iter().enumerate() {
-            self.bytes += merge_row(&mut self.groups[g], v, n, i)?;
+            if lists.is_null(i) {
+                continue;
+            }
+            let (v, n) = (lists.value(i), tallies.value(i));
+            let (v, n) = (
+                v.as_string::<i32>(),
+                n.as_primitive::<arrow::datatypes::Int64Type>(),
+            );
+            if v.len() != n.len() {
+                return exec_err!(
+                    "most_frequent: corrupt state, {} values but {} counts",
+                    v.len(),
+                    n.len()
+                );
+            }
+            for j in 0..v.len() {
+                self.count(g, v.value(j), n.value(j));
+            }
         }
         Ok(())
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let taken = self.take(emit_to);
-        Ok(Arc::new(taken.iter().map(winner).collect::<StringArray>()))
+        let winners: StringArray = taken.iter().map(|c| self.winner(c)).collect();
+        Ok(Arc::new(winners))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let taken = self.take(emit_to);
-        Ok(states(&taken))
+        Ok(self.states(&taken))
     }
 
     fn convert_to_state(
@@ -308,22 +330,77 @@ impl GroupsAccumulator for MostFrequentGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
+        // One row, one count: the state is the row's own value.
         let v = utf8("most_frequent", &values[0])?;
         let v = v.as_string::<i32>();
-        let rows: Vec<Counts> = (0..v.len())
-            .map(|i| {
-                let mut c = Counts::new();
-                if kept(opt_filter, i) {
-                    count(&mut c, v, i);
-                }
-                c
-            })
+        let counted = |i: usize| kept(opt_filter, i) && v.is_valid(i);
+        let offsets = OffsetBuffer::from_lengths((0..v.len()).map(|i| usize::from(counted(i))));
+        let kept_values: StringArray = (0..v.len())
+            .filter(|&i| counted(i))
+            .map(|i| Some(v.value(i)))
             .collect();
-        Ok(states(&rows))
+        let ones = Int64Array::from(vec![1i64; kept_values.len()]);
+        let field = |t| Arc::new(Field::new("item", t, true));
+        Ok(vec![
+            Arc::new(ListArray::new(
+                field(DataType::Utf8),
+                offsets.clone(),
+                Arc::new(kept_values),
+                None,
+            )),
+            Arc::new(ListArray::new(
+                field(DataType::Int64),
+                offsets,
+                Arc::new(ones),
+                None,
+            )),
+        ])
     }
 
     fn size(&self) -> usize {
-        self.groups.capacity() * std::mem::size_of::<Counts>() + self.bytes
+        self.groups.capacity() * std::mem::size_of::<Counts>()
+            + self.entries * ENTRY_BYTES
+            + self.values.size()
+    }
+}
+
+/// The single-group accumulator (no GROUP BY, window frames).
+#[derive(Debug)]
+struct MostFrequentAccumulator(MostFrequentGroups);
+
+impl Default for MostFrequentAccumulator {
+    fn default() -> Self {
+        let mut one = MostFrequentGroups::default();
+        one.groups.push(Counts::default());
+        Self(one)
+    }
+}
+
+impl Accumulator for MostFrequentAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.0
+            .update_batch(values, &vec![0; values[0].len()], None, 1)
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.0.merge_batch(states, &vec![0; states[0].len()], 1)
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        self.0
+            .states(&self.0.groups)
+            .iter()
+            .map(|a| ScalarValue::try_from_array(a, 0))
+            .collect()
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let winner = self.0.winner(&self.0.groups[0]);
+        Ok(ScalarValue::Utf8(winner.map(str::to_string)))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.0.size()
     }
 }
 
@@ -396,15 +473,10 @@ mod tests {
             groups
                 .merge_batch(&rows, &vec![0; values.len()], 1)
                 .unwrap();
-            let held: usize = groups
-                .groups
-                .iter()
-                .flat_map(|g| g.keys())
-                .map(|k| key_bytes(k))
-                .sum();
-            assert_eq!(groups.bytes, held, "size accounting drifted");
+            let held: usize = groups.groups.iter().map(Counts::len).sum();
+            assert_eq!(groups.entries, held, "size accounting drifted");
             let out = groups.evaluate(EmitTo::All).unwrap();
-            assert_eq!(groups.bytes, 0, "emitted groups still counted");
+            assert_eq!(groups.entries, 0, "emitted groups still counted");
             let out = out.as_string::<i32>();
             assert_eq!(out.is_valid(0).then(|| out.value(0).to_string()), expected);
         }
