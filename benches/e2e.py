@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -126,6 +127,8 @@ def main():
             check=True,
         )
         print(f"generated in {time.perf_counter() - t:.1f} s", flush=True)
+    # A first run on both sides: a previous output would make c360 keep ids stable against it.
+    shutil.rmtree(work / "c360", ignore_errors=True)
     (work / "duckdb").mkdir(exist_ok=True)
     results = {"customers": args.customers, "as_of": AS_OF, "cores": os.cpu_count()}
 

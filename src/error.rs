@@ -24,6 +24,10 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// An input's rows could not be read as declared (a malformed value, a corrupt file).
+    #[error("input '{input}': {message}")]
+    InputData { input: String, message: String },
+
     /// Delta Lake failures, from delta-rs.
     #[error("{0}")]
     Delta(#[from] deltalake::DeltaTableError),
@@ -106,7 +110,7 @@ impl Error {
         match self {
             Error::Usage(_) => 2,
             Error::Config { .. } => 3,
-            Error::Input { .. } | Error::Location { .. } => 4,
+            Error::Input { .. } | Error::InputData { .. } | Error::Location { .. } => 4,
             Error::Concurrent { .. } => 5,
             Error::Output { .. } => 6,
             Error::DataFusion(e)

@@ -323,6 +323,37 @@ impl Input {
     }
 
     fn check_columns(&self, schema: &SchemaRef, project: &Path) -> Result<()> {
+        if schema.fields().is_empty() {
+            return Err(self.error(Error::location(
+                &self.table.location,
+                "it holds no columns: its files are empty (0 bytes) or have an empty schema",
+            )));
+        }
+        if let Some(column) = &self.event_time {
+            if let Ok(field) = schema.field_with_name(column) {
+                use arrow::datatypes::DataType as T;
+                let temporal = matches!(
+                    field.data_type(),
+                    T::Timestamp(_, _)
+                        | T::Date32
+                        | T::Date64
+                        | T::Utf8
+                        | T::LargeUtf8
+                        | T::Utf8View
+                );
+                if !temporal {
+                    return Err(Error::config(
+                        project.display().to_string(),
+                        format!(
+                            "line {}, key `inputs.event_time`: column '{column}' of input '{}' is {}; expected a timestamp, a date, or text such as 2026-06-30T00:00:00Z",
+                            self.line,
+                            self.name,
+                            field.data_type()
+                        ),
+                    ));
+                }
+            }
+        }
         let declared = self
             .ids
             .iter()

@@ -424,6 +424,12 @@ fn people_sql(id_types: &[String]) -> String {
     format!("SELECT {}\nFROM identity_people", columns.join(", "))
 }
 
+/// `expr` as a UTC microsecond timestamp: a zoned time keeps its instant, a naive one is
+/// taken as UTC.
+fn utc(expr: &str) -> String {
+    format!("arrow_cast({expr}, 'Timestamp(Microsecond, Some(\"UTC\"))')")
+}
+
 fn trait_sql(t: &Trait, event_time: &dyn Fn(&str) -> Option<String>) -> String {
     let sources: Vec<String> = t
         .from
@@ -432,8 +438,9 @@ fn trait_sql(t: &Trait, event_time: &dyn Fn(&str) -> Option<String>) -> String {
         .map(|(k, (input, column))| {
             // Without an event time every value is equally old: ties go to the smallest.
             let ts = match event_time(input) {
-                Some(c) => format!("CAST({} AS TIMESTAMP)", quote(&c)),
-                None => "TIMESTAMP '1970-01-01T00:00:00'".into(),
+                // As UTC instants, as the identity graph reads them.
+                Some(c) => utc(&quote(&c)),
+                None => utc("TIMESTAMP '1970-01-01T00:00:00Z'"),
             };
             format!(
                 "SELECT c360_id, CAST({col} AS VARCHAR) AS value, {ts} AS ts, {k} AS source_rank\n  FROM {}",

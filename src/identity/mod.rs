@@ -36,7 +36,7 @@ use config::Blocklist;
 pub use config::IdentityConfig;
 pub use tables::OUTPUT_TABLES;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::project::Project;
 
 /// A previous run's graph: `(id_type, id_value) -> (canonical_id, first_seen)`.
@@ -310,8 +310,9 @@ pub async fn build(
             })
             .collect();
         let time = match &input.event_time {
-            Some(c) => format!("CAST(\"{c}\" AS TIMESTAMP) AS t"),
-            None => "CAST(NULL AS TIMESTAMP) AS t".into(),
+            // As UTC instants: a zoned time keeps its instant, a naive one is taken as UTC.
+            Some(c) => format!("arrow_cast(\"{c}\", '{UTC_MICROS}') AS t"),
+            None => format!("arrow_cast(NULL, '{UTC_MICROS}') AS t"),
         };
         let sql = format!(
             "SELECT {}, {time} FROM \"{}\"",
@@ -334,7 +335,23 @@ pub async fn build(
         for reader in readers {
             let part = reader
                 .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))??;
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .map_err(|e| match e.exit_code() {
+                    // Over the memory limit: not the input's fault.
+                    7 => e,
+                    _ => Error::InputData {
+                        input: input.name.clone(),
+                        message: format!(
+                            "reading its identifiers{}: {}",
+                            input
+                                .event_time
+                                .as_ref()
+                                .map(|c| format!(" and event time '{c}'"))
+                                .unwrap_or_default(),
+                            e.cause()
+                        ),
+                    },
+                })?;
             merge_part(&mut g, &mut blocked, &mut edge_index, part, input_no);
             grow(&mut reservation, g.bytes() + edge_index.len() * 24)?;
         }
@@ -357,6 +374,9 @@ pub async fn build(
         .sort_by(|a, b| (&a.rule, &a.id_type, &a.value).cmp(&(&b.rule, &b.id_type, &b.value)));
     Ok(g)
 }
+
+/// The type event times are read as.
+const UTC_MICROS: &str = "Timestamp(Microsecond, Some(\"UTC\"))";
 
 /// One partition of one input: its identifiers interned locally, the blocklisted values it
 /// met, and its links, each with when it was first and last seen and on how many rows.
@@ -390,11 +410,9 @@ async fn read_part(
         let values: Vec<_> = (0..types.len())
             .map(|c| cast(batch.column(c), &DataType::Utf8))
             .collect::<std::result::Result<_, _>>()?;
-        let ts = cast(
-            batch.column(types.len()),
-            &DataType::Timestamp(TimeUnit::Microsecond, None),
-        )?;
-        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        let ts = batch
+            .column(types.len())
+            .as_primitive::<TimestampMicrosecondType>();
         for r in 0..batch.num_rows() {
             row_ids.clear();
             let t = ts.is_valid(r).then(|| ts.value(r));

@@ -6,9 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow::datatypes::{Field, Schema};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::common::{plan_err, DataFusionError, Result as DFResult};
+use datafusion::datasource::listing::{ListingTable, ListingTableConfig};
 use datafusion::datasource::listing_table_factory::ListingTableFactory;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::CreateExternalTable;
@@ -121,10 +123,18 @@ impl TableProviderFactory for LakeTableFactory {
                     })
                     .collect();
                 match ListingTableFactory::new().create(state, &parquet).await {
-                    Ok(provider) => Ok(provider),
+                    Ok(provider) => {
+                        for url in &locations {
+                            if let Some(cause) = super::find_bad_parquet(url, &storage, false).await
+                            {
+                                return Err(Error::location(url.as_str(), cause).into());
+                            }
+                        }
+                        nullable(state, provider)
+                    }
                     Err(e) => {
                         for url in &locations {
-                            if let Some(cause) = super::find_unreadable_parquet(url, &storage).await
+                            if let Some(cause) = super::find_bad_parquet(url, &storage, true).await
                             {
                                 return Err(Error::location(url.as_str(), cause).into());
                             }
@@ -139,6 +149,39 @@ impl TableProviderFactory for LakeTableFactory {
             }
         }
     }
+}
+
+/// `provider` with every column nullable. Parquet writers mark columns required that a
+/// later file of the same table may lack; the lake's rows are NULL there, not an error.
+fn nullable(
+    state: &dyn Session,
+    provider: Arc<dyn TableProvider>,
+) -> DFResult<Arc<dyn TableProvider>> {
+    let Some(table) = provider.downcast_ref::<ListingTable>() else {
+        return Ok(provider);
+    };
+    let schema = provider.schema();
+    if schema.fields().iter().all(|f| f.is_nullable()) {
+        return Ok(provider);
+    }
+    let partitions: Vec<&str> = table
+        .options()
+        .table_partition_cols
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .filter(|f| !partitions.contains(&f.name().as_str()))
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    let file_schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let config = ListingTableConfig::new_with_multi_paths(table.table_paths().clone())
+        .with_listing_options(table.options().clone())
+        .with_schema(file_schema);
+    let cache = state.runtime_env().cache_manager.get_file_statistic_cache();
+    Ok(Arc::new(ListingTable::try_new(config)?.with_cache(cache)))
 }
 
 fn delta_builder(url: &Url, storage: &StorageOptions) -> Result<DeltaTableBuilder> {

@@ -159,9 +159,17 @@ async fn ensure_exists(url: &Url, storage: &StorageOptions) -> Result<()> {
     stat(url, storage).await.map(|_| ())
 }
 
-/// Finds the first Parquet file under `url` whose footer cannot be read, so an error can
-/// name the file rather than the table.
-pub(crate) async fn find_unreadable_parquet(url: &Url, storage: &StorageOptions) -> Option<String> {
+/// The first problem in the Parquet files under `url`, naming the file: a footer that cannot
+/// be read, or a column name used twice (readers would silently take one of them). `all`:
+/// every file; otherwise the first only, a cheap check on every open.
+pub(crate) async fn find_bad_parquet(
+    url: &Url,
+    storage: &StorageOptions,
+    all: bool,
+) -> Option<String> {
+    if has_glob(url) {
+        return None;
+    }
     let store = storage::object_store_for(url, storage).ok()?;
     let prefix = object_path(url).ok()?;
     let mut files = store.list(Some(&prefix));
@@ -170,8 +178,22 @@ pub(crate) async fn find_unreadable_parquet(url: &Url, storage: &StorageOptions)
             continue;
         }
         let footer = DFParquetMetadata::new(store.as_ref(), &meta);
-        if let Err(e) = footer.fetch_metadata().await {
-            return Some(format!("cannot read Parquet file '{}': {e}", meta.location));
+        match footer.fetch_metadata().await {
+            Err(e) => return Some(format!("cannot read Parquet file '{}': {e}", meta.location)),
+            Ok(parquet) => {
+                let mut seen = std::collections::HashSet::new();
+                let root = parquet.file_metadata().schema_descr().root_schema();
+                if let Some(twice) = root.get_fields().iter().find(|f| !seen.insert(f.name())) {
+                    return Some(format!(
+                        "Parquet file '{}' has more than one column named '{}': which one is meant is ambiguous",
+                        meta.location,
+                        twice.name()
+                    ));
+                }
+            }
+        }
+        if !all {
+            break;
         }
     }
     None

@@ -39,6 +39,13 @@ pub fn c360(home: &Path) -> Command {
     cmd
 }
 
+/// The interpreter `scripts/test` prepared with DuckDB, pyspark, pyarrow and deltalake.
+pub fn python() -> String {
+    std::env::var("C360_PYTHON").unwrap_or_else(|_| {
+        panic!("C360_PYTHON is not set: run the tests with scripts/test, which installs DuckDB, Spark and deltalake")
+    })
+}
+
 pub fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
 }

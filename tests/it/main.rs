@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per area, so the test build links once.
 
+mod bad_inputs;
 mod cli;
 mod common;
 mod generate;

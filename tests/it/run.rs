@@ -8,7 +8,7 @@ use c360::output::TableFormat;
 use c360::run::{run, RunOptions};
 use datafusion::prelude::SessionContext;
 
-use crate::common::{assert_fails, c360, demo, project_toml, scalar, text, S3};
+use crate::common::{assert_fails, c360, demo, project_toml, python, scalar, text, S3};
 
 /// 2026-06-30T00:00:00Z: the generator's last day; the truth's windows end here.
 const END: &str = "2026-06-30T00:00:00Z";
@@ -469,13 +469,6 @@ async fn run_writes_to_s3_as_parquet_and_delta() {
             "{format}"
         );
     }
-}
-
-/// The interpreter `scripts/test` prepared with DuckDB, pyspark and deltalake.
-fn python() -> String {
-    std::env::var("C360_PYTHON").unwrap_or_else(|_| {
-        panic!("C360_PYTHON is not set: run the tests with scripts/test, which installs DuckDB, Spark and deltalake")
-    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
