@@ -143,6 +143,10 @@ impl Output {
         self
     }
 
+    pub fn run_id(&self) -> Option<&str> {
+        self.run_id.as_deref()
+    }
+
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
     }

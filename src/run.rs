@@ -26,6 +26,8 @@ use crate::redact::redact;
 
 /// The catalog file written beside the tables.
 pub const CATALOG_FILE: &str = "features.json";
+/// What the last run did: rows in, people out, merges, quarantined links, time.
+pub const RUN_REPORT_FILE: &str = "run_report.json";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -75,6 +77,8 @@ pub struct RunReport {
     pub identity: String,
     pub as_of: String,
     pub seconds: f64,
+    /// Input rows read for the identity graph.
+    pub rows_in: u64,
 }
 
 impl std::fmt::Display for RunReport {
@@ -82,8 +86,9 @@ impl std::fmt::Display for RunReport {
         let people = self.tables.first().map_or(0, |t| t.rows);
         write!(
             f,
-            "{people} people as of {} in {:.1} s; {}; written to {}",
+            "{people} people as of {} from {} rows in {:.1} s; {}; written to {}",
             self.as_of,
+            self.rows_in,
             self.seconds,
             self.identity,
             self.tables
@@ -276,8 +281,23 @@ async fn leased(
         identity: graph.summary(),
         as_of: rfc3339(as_of),
         seconds: progress.start.elapsed().as_secs_f64(),
+        rows_in: graph.rows_read.iter().sum(),
     };
-    progress.phase("done", json!({"people": rows}));
+    // Beside the tables, for whoever looks after the schedule; not part of the publication.
+    let run_report = json!({
+        "run_id": output.run_id(),
+        "project": project.name,
+        "as_of": report.as_of,
+        "computed_at": rfc3339(computed_at),
+        "seconds": report.seconds,
+        "rows_in": report.rows_in,
+        "recovered": recovery,
+        "identity": graph.stats(),
+        "tables": report.tables,
+    });
+    let text = redact(&serde_json::to_string_pretty(&run_report)?).into_bytes();
+    output.put(RUN_REPORT_FILE, text).await?;
+    progress.phase("done", json!({"people": rows, "rows_in": report.rows_in}));
     Ok(report)
 }
 

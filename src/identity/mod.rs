@@ -82,6 +82,8 @@ pub struct IdentityGraph {
     text_bytes: usize,
     pub edges: Vec<Edge>,
     pub quarantine: Vec<Quarantined>,
+    /// Per input (in `inputs` order): rows read.
+    pub rows_read: Vec<u64>,
     /// Per node: index into `canonical`.
     component: Vec<u32>,
     /// Per component: its id and what happened to it since the previous graph.
@@ -389,6 +391,7 @@ struct Part {
     blocked: Vec<HashMap<Box<str>, (String, u64)>>,
     /// (center, other) -> first seen, last seen, rows.
     links: HashMap<(u32, u32), (i64, i64, u64)>,
+    rows: u64,
 }
 
 /// Reads one partition of `SELECT i0, i1, ..., t` (normalized identifiers of `types`,
@@ -407,6 +410,7 @@ async fn read_part(
     let mut row_ids: Vec<(u16, u32)> = Vec::with_capacity(types.len());
     while let Some(batch) = stream.next().await {
         let batch = batch?;
+        part.rows += batch.num_rows() as u64;
         let values: Vec<_> = (0..types.len())
             .map(|c| cast(batch.column(c), &DataType::Utf8))
             .collect::<std::result::Result<_, _>>()?;
@@ -479,6 +483,10 @@ fn merge_part(
     part: Part,
     input: usize,
 ) {
+    if g.rows_read.len() <= input {
+        g.rows_read.resize(input + 1, 0);
+    }
+    g.rows_read[input] += part.rows;
     // In the partition's own order, so node ids and edge order repeat from run to run.
     let mut values: Vec<(u16, Box<str>)> = vec![(0, "".into()); part.seen.len()];
     for (t, index) in part.index.into_iter().enumerate() {
@@ -774,28 +782,49 @@ pub async fn run(
 
 impl IdentityGraph {
     /// One line: identifiers, people, quarantined entries and id changes.
-    pub fn summary(&self) -> String {
-        let mut counts: HashMap<&str, usize> = HashMap::new();
+    /// How many ids were kept, appeared, merged and split since the previous graph.
+    fn changes(&self) -> [usize; 4] {
+        let mut counts = [0; 4];
         for (_, change) in &self.canonical {
-            let kind = match change {
-                Change::Kept => "kept",
-                Change::Appeared => "appeared",
-                Change::Merged(_) => "merged",
-                Change::SplitFrom(_) => "split",
-            };
-            *counts.entry(kind).or_default() += 1;
+            counts[match change {
+                Change::Kept => 0,
+                Change::Appeared => 1,
+                Change::Merged(_) => 2,
+                Change::SplitFrom(_) => 3,
+            }] += 1;
         }
+        counts
+    }
+
+    pub fn summary(&self) -> String {
+        let [kept, appeared, merged, split] = self.changes();
         let accepted = self.edges.iter().filter(|e| e.accepted).count();
         format!(
-            "{} identifiers, {} people, {accepted} of {} links stitched, {} quarantined; ids: {} kept, {} appeared, {} merged, {} split",
+            "{} identifiers, {} people, {accepted} of {} links stitched, {} quarantined; ids: {kept} kept, {appeared} appeared, {merged} merged, {split} split",
             self.len(),
             self.components(),
             self.edges.len(),
             self.quarantine.len(),
-            counts.get("kept").unwrap_or(&0),
-            counts.get("appeared").unwrap_or(&0),
-            counts.get("merged").unwrap_or(&0),
-            counts.get("split").unwrap_or(&0),
         )
+    }
+
+    /// The graph's figures for a run report.
+    pub fn stats(&self) -> serde_json::Value {
+        let [kept, appeared, merged, split] = self.changes();
+        let rows: serde_json::Map<String, serde_json::Value> = self
+            .inputs
+            .iter()
+            .zip(&self.rows_read)
+            .map(|(input, rows)| (input.clone(), (*rows).into()))
+            .collect();
+        serde_json::json!({
+            "rows_read": rows,
+            "identifiers": self.len(),
+            "people": self.components(),
+            "links": self.edges.len(),
+            "links_stitched": self.edges.iter().filter(|e| e.accepted).count(),
+            "quarantined": self.quarantine.len(),
+            "ids": {"kept": kept, "appeared": appeared, "merged": merged, "split": split},
+        })
     }
 }

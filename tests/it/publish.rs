@@ -388,3 +388,55 @@ fn progress_is_text_or_json_as_asked() {
         "{lines:?}"
     );
 }
+
+#[tokio::test]
+async fn the_run_report_counts_rows_people_and_links() {
+    let (home, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = dir.path().join("out");
+    let done = run_cmd(home.path(), &out).output().unwrap();
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run_report.json")).unwrap()).unwrap();
+
+    let ctx = c360::session().unwrap();
+    let mut rows = 0;
+    for table in crate::common::DEMO_TABLES {
+        let path = demo().join("parquet").join(table);
+        ctx.register_parquet(table, path.to_str().unwrap(), Default::default())
+            .await
+            .unwrap();
+        let read = report["identity"]["rows_read"][table].as_i64().unwrap();
+        let sql = format!("SELECT count(*) FROM {table} WHERE ts <= TIMESTAMP '{END}'");
+        let sql = if table == "crm_contacts" {
+            sql.replace("ts <=", "updated_at <=")
+        } else {
+            sql
+        };
+        assert_eq!(read, crate::common::scalar(&ctx, &sql).await, "{table}");
+        rows += read;
+    }
+    assert_eq!(report["rows_in"].as_i64().unwrap(), rows);
+    assert!(text(&done.stdout).contains(&format!("from {rows} rows")));
+
+    let customers = out.join("customer_360.parquet");
+    ctx.register_parquet("customers", customers.to_str().unwrap(), Default::default())
+        .await
+        .unwrap();
+    let people = crate::common::scalar(&ctx, "SELECT count(*) FROM customers").await;
+    assert_eq!(report["identity"]["people"].as_i64().unwrap(), people);
+    assert_eq!(report["tables"][0]["rows"].as_i64().unwrap(), people);
+    let edges = out.join("identity_edges.parquet");
+    ctx.register_parquet("edges", edges.to_str().unwrap(), Default::default())
+        .await
+        .unwrap();
+    let stitched = crate::common::scalar(&ctx, "SELECT count(*) FROM edges WHERE accepted").await;
+    assert_eq!(
+        report["identity"]["links_stitched"].as_i64().unwrap(),
+        stitched
+    );
+    assert_eq!(
+        report["identity"]["ids"]["appeared"].as_i64().unwrap(),
+        people
+    );
+    assert!(report["run_id"].is_string());
+}
