@@ -220,13 +220,20 @@ impl Project {
                 });
             }
             let own = storage_options(&r.storage, "inputs.storage", &at)?;
+            // `[storage]` is for object stores: a local input takes only its own options,
+            // so a stray one is still reported.
+            let on_store = location.contains("://") && !location.starts_with("file://");
+            let storage = match on_store {
+                true => defaults.merged(&own),
+                false => own,
+            };
             inputs.push(Input {
                 name,
                 table: TableSpec {
                     location,
                     format: r.format,
                     time_travel,
-                    storage: defaults.merged(&own),
+                    storage,
                 },
                 ids,
                 event_time: r.event_time.clone(),

@@ -12,7 +12,7 @@ use c360::lake::StorageOptions;
 use c360::lease::{Lease, LEASE_FILE};
 use c360::output::{Output, TableFormat, COMMIT_FILE, STAGING_DIR};
 
-use crate::common::{assert_fails, c360, demo, text, S3};
+use crate::common::{assert_fails, c360, demo, python, text, S3};
 
 const END: &str = "2026-06-30T00:00:00Z";
 const TABLES: [&str; 5] = [
@@ -439,4 +439,154 @@ async fn the_run_report_counts_rows_people_and_links() {
         people
     );
     assert!(report["run_id"].is_string());
+}
+
+/// A loopback S3 server of this test's own, which it can pause.
+struct PausableS3 {
+    server: std::process::Child,
+    endpoint: String,
+}
+
+impl PausableS3 {
+    fn start(bucket: &str) -> Self {
+        let python = python();
+        let moto = Path::new(&python).parent().unwrap().join("moto_server");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let create = format!(
+            "import boto3, time\n\
+             for _ in range(100):\n\
+             \x20   try:\n\
+             \x20       boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='k', aws_secret_access_key='s', region_name='us-east-1').create_bucket(Bucket='{bucket}')\n\
+             \x20       break\n\
+             \x20   except Exception:\n\
+             \x20       time.sleep(0.2)\n\
+             else:\n\
+             \x20   raise SystemExit('moto_server did not start')\n"
+        );
+        let done = Command::new(&python)
+            .arg("-c")
+            .arg(create)
+            .output()
+            .unwrap();
+        assert!(done.status.success(), "{}", text(&done.stderr));
+        Self { server, endpoint }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on a child this test started.
+        assert_eq!(unsafe { libc::kill(self.server.id() as i32, signal) }, 0);
+    }
+
+    fn storage(&self) -> String {
+        format!(
+            "[storage]\naws_endpoint = \"{}\"\naws_access_key_id = \"k\"\naws_secret_access_key = \"s\"\n\
+             aws_region = \"us-east-1\"\naws_allow_http = \"true\"\ntimeout = \"2s\"\nmax_retries = \"1\"\nretry_timeout = \"3s\"\n",
+            self.endpoint
+        )
+    }
+}
+
+impl Drop for PausableS3 {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_stops_answering_fails_the_run_and_loses_nothing() {
+    let s3 = PausableS3::start("paused");
+    let (home, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The demo project with absolute input locations and this server as its storage.
+    let demo_dir = demo();
+    let toml = std::fs::read_to_string(demo_dir.join("c360.toml"))
+        .unwrap()
+        .replace(
+            "location = \"",
+            &format!("location = \"{}/", demo_dir.display()),
+        );
+    let project_file = dir.path().join("c360.toml");
+    std::fs::write(&project_file, format!("{}\n{toml}", s3.storage())).unwrap();
+    let out = "s3://paused/out";
+    let run = || {
+        let mut cmd = c360(home.path());
+        cmd.args([
+            "run",
+            "--as-of",
+            END,
+            "--log-format",
+            "json",
+            "--output",
+            out,
+            "--project",
+        ])
+        .arg(&project_file);
+        cmd
+    };
+    let first = run().output().unwrap();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+
+    let options = c360::lake::StorageOptions::parse([
+        ("aws_endpoint", s3.endpoint.as_str()),
+        ("aws_access_key_id", "k"),
+        ("aws_secret_access_key", "s"),
+        ("aws_region", "us-east-1"),
+        ("aws_allow_http", "true"),
+    ])
+    .unwrap();
+    let output = Output::new(out, options, TableFormat::Parquet).unwrap();
+    let read = |name: &'static str| {
+        let (output, name) = (&output, name);
+        async move {
+            let (path, _) = output.object(name).unwrap();
+            let got = object_store::ObjectStoreExt::get(&*output.store(), &path).await;
+            got.unwrap().bytes().await.unwrap()
+        }
+    };
+    let before = (
+        read("features.json").await,
+        read("customer_360.parquet").await,
+    );
+
+    // The store stops answering once the graph is built, before anything is written.
+    let mut child = run()
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("identity graph built") {
+        line.clear();
+    }
+    s3.signal(libc::SIGSTOP);
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    s3.signal(libc::SIGCONT);
+    assert_eq!(status.code(), Some(6), "{rest}");
+    assert!(rest.contains(out), "the location is named: {rest}");
+
+    let after = (
+        read("features.json").await,
+        read("customer_360.parquet").await,
+    );
+    assert!(after == before, "the previous output changed");
+
+    // The next run takes the dead run's lease over and publishes.
+    let next = run().output().unwrap();
+    assert!(next.status.success(), "{}", text(&next.stderr));
+    assert_ne!(read("features.json").await, before.0);
 }
