@@ -99,6 +99,17 @@ impl S3 {
         }
     }
 
+    /// The `c360` binary with this server's settings in its environment.
+    pub fn c360(&self, home: &Path) -> Command {
+        let mut cmd = c360(home);
+        cmd.env("AWS_ENDPOINT", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &self.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ALLOW_HTTP", "true");
+        cmd
+    }
+
     /// Storage options for this server, as a project file or SQL would give them.
     pub fn pairs(&self) -> Vec<(&'static str, String)> {
         vec![

@@ -80,6 +80,28 @@ fn assert_one_run(out: &Path) {
     }
 }
 
+/// `c360 run` into `output` with JSON progress; the project file follows.
+fn json_run(output: &str) -> [&str; 8] {
+    [
+        "run",
+        "--as-of",
+        END,
+        "--log-format",
+        "json",
+        "--output",
+        output,
+        "--project",
+    ]
+}
+
+/// Takes `output`'s lease as run `holder`.
+async fn hold(output: &Output, holder: &str) -> Lease {
+    let (path, url) = output.object(LEASE_FILE).unwrap();
+    Lease::acquire(output.store(), path, url, holder, Duration::from_secs(60))
+        .await
+        .unwrap()
+}
+
 fn local_output(out: &Path) -> Output {
     Output::new(
         &out.display().to_string(),
@@ -96,17 +118,7 @@ async fn a_run_finding_the_output_held_fails_and_changes_nothing() {
     assert!(run_cmd(home.path(), &out).status().unwrap().success());
     let before = published(&out);
 
-    let output = local_output(&out);
-    let (path, url) = output.object(LEASE_FILE).unwrap();
-    let lease = Lease::acquire(
-        output.store(),
-        path,
-        url,
-        "nightly-42",
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let lease = hold(&local_output(&out), "nightly-42").await;
     let held = run_cmd(home.path(), &out).output().unwrap();
     assert_fails(&held, 5, &["concurrent run", "nightly-42", "wrote nothing"]);
     assert_eq!(published(&out), before, "the held output changed");
@@ -232,13 +244,8 @@ async fn on_s3_a_held_output_fails_and_a_killed_run_is_recovered() {
     let home = tempfile::tempdir().unwrap();
     let prefix = s3.prefix("lease");
     let cmd = || {
-        let mut cmd = c360(home.path());
-        cmd.env("AWS_ENDPOINT", &s3.endpoint)
-            .env("AWS_ACCESS_KEY_ID", &s3.key_id)
-            .env("AWS_SECRET_ACCESS_KEY", &s3.secret)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ALLOW_HTTP", "true")
-            .args(["run", "--as-of", END, "--output", &prefix, "--project"])
+        let mut cmd = s3.c360(home.path());
+        cmd.args(["run", "--as-of", END, "--output", &prefix, "--project"])
             .arg(demo().join("c360.toml"));
         cmd
     };
@@ -246,17 +253,8 @@ async fn on_s3_a_held_output_fails_and_a_killed_run_is_recovered() {
     assert_eq!(killed.status.code(), None, "{}", text(&killed.stderr));
 
     let output = Output::new(&prefix, s3.options(), TableFormat::Parquet).unwrap();
-    let (path, url) = output.object(LEASE_FILE).unwrap();
     // The killed run's lease is taken over at once: its process is gone.
-    let lease = Lease::acquire(
-        output.store(),
-        path,
-        url,
-        "nightly-7",
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let lease = hold(&output, "nightly-7").await;
     assert_fails(
         &cmd().output().unwrap(),
         5,
@@ -292,22 +290,8 @@ fn secrets_never_appear_in_logs_errors_or_reports() {
     let home = tempfile::tempdir().unwrap();
     let secret = s3.secret.as_str();
     let run = |output: &str| {
-        c360(home.path())
-            .env("AWS_ENDPOINT", &s3.endpoint)
-            .env("AWS_ACCESS_KEY_ID", &s3.key_id)
-            .env("AWS_SECRET_ACCESS_KEY", secret)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ALLOW_HTTP", "true")
-            .args([
-                "run",
-                "--as-of",
-                END,
-                "--log-format",
-                "json",
-                "--output",
-                output,
-            ])
-            .arg("--project")
+        s3.c360(home.path())
+            .args(json_run(output))
             .arg(demo().join("c360.toml"))
             .output()
             .unwrap()
@@ -522,17 +506,7 @@ async fn a_store_that_stops_answering_fails_the_run_and_loses_nothing() {
     let out = "s3://paused/out";
     let run = || {
         let mut cmd = c360(home.path());
-        cmd.args([
-            "run",
-            "--as-of",
-            END,
-            "--log-format",
-            "json",
-            "--output",
-            out,
-            "--project",
-        ])
-        .arg(&project_file);
+        cmd.args(json_run(out)).arg(&project_file);
         cmd
     };
     let first = run().output().unwrap();

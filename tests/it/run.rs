@@ -436,12 +436,8 @@ async fn run_writes_to_s3_as_parquet_and_delta() {
         ("delta", "customer_360", "DELTA"),
     ] {
         let prefix = s3.prefix(&format!("run-{format}"));
-        let out = c360(home.path())
-            .env("AWS_ENDPOINT", &s3.endpoint)
-            .env("AWS_ACCESS_KEY_ID", &s3.key_id)
-            .env("AWS_SECRET_ACCESS_KEY", &s3.secret)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ALLOW_HTTP", "true")
+        let out = s3
+            .c360(home.path())
             .args([
                 "run",
                 "--as-of",

@@ -203,6 +203,29 @@ impl Counts {
 /// Bytes one (value, count) entry of a group costs, as `size` reports it.
 const ENTRY_BYTES: usize = 16;
 
+/// The state: per row, a list of values and the list of their counts.
+fn state_lists(
+    offsets: OffsetBuffer<i32>,
+    values: StringArray,
+    counts: Int64Array,
+) -> Vec<ArrayRef> {
+    let field = |t| Arc::new(Field::new("item", t, true));
+    vec![
+        Arc::new(ListArray::new(
+            field(DataType::Utf8),
+            offsets.clone(),
+            Arc::new(values),
+            None,
+        )),
+        Arc::new(ListArray::new(
+            field(DataType::Int64),
+            offsets,
+            Arc::new(counts),
+            None,
+        )),
+    ]
+}
+
 /// `most_frequent` over any number of groups; the plain accumulator is its one-group case.
 #[derive(Debug, Default)]
 struct MostFrequentGroups {
@@ -246,21 +269,7 @@ impl MostFrequentGroups {
             .iter()
             .flat_map(|g| g.iter().map(|(_, n)| n))
             .collect();
-        let field = |t| Arc::new(Field::new("item", t, true));
-        vec![
-            Arc::new(ListArray::new(
-                field(DataType::Utf8),
-                offsets.clone(),
-                Arc::new(values),
-                None,
-            )),
-            Arc::new(ListArray::new(
-                field(DataType::Int64),
-                offsets,
-                Arc::new(counts),
-                None,
-            )),
-        ]
+        state_lists(offsets, values, counts)
     }
 }
 
@@ -340,21 +349,7 @@ impl GroupsAccumulator for MostFrequentGroups {
             .map(|i| Some(v.value(i)))
             .collect();
         let ones = Int64Array::from(vec![1i64; kept_values.len()]);
-        let field = |t| Arc::new(Field::new("item", t, true));
-        Ok(vec![
-            Arc::new(ListArray::new(
-                field(DataType::Utf8),
-                offsets.clone(),
-                Arc::new(kept_values),
-                None,
-            )),
-            Arc::new(ListArray::new(
-                field(DataType::Int64),
-                offsets,
-                Arc::new(ones),
-                None,
-            )),
-        ])
+        Ok(state_lists(offsets, kept_values, ones))
     }
 
     fn size(&self) -> usize {
