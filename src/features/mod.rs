@@ -115,9 +115,11 @@ pub struct Catalog {
     pub traits: Vec<Trait>,
 }
 
-/// Column names every customer-360 row has before traits and features.
+/// Column names every customer-360 row has before traits and features (`c360_person`
+/// only while it is computed).
 pub fn reserved_columns(id_types: &[String]) -> Vec<String> {
-    std::iter::once("c360_id".to_string())
+    ["c360_id".to_string(), "c360_person".to_string()]
+        .into_iter()
         .chain(id_types.iter().map(|t| id_list_column(t)))
         .chain(["first_seen".to_string(), "last_seen".to_string()])
         .collect()

@@ -68,25 +68,27 @@ impl FeaturePlan {
         for input in project.inputs.iter().filter(|i| !i.ids.is_empty()) {
             let mut ids = input.ids.clone();
             ids.sort_by_key(|id| (config.rank(&id.id_type), id.column.clone()));
-            let lookups: Vec<String> = ids
-                .iter()
-                .map(|id| {
-                    format!(
-                        "canonical_id({}, {})",
-                        text(&id.id_type),
-                        config.normalize[&id.id_type].sql(&quote(&id.column))
-                    )
-                })
-                .collect();
-            let person = if lookups.len() == 1 {
-                lookups[0].clone()
-            } else {
-                format!("COALESCE({})", lookups.join(", "))
+            let lookup = |function: &str| {
+                let calls: Vec<String> = ids
+                    .iter()
+                    .map(|id| {
+                        format!(
+                            "{function}({}, {})",
+                            text(&id.id_type),
+                            config.normalize[&id.id_type].sql(&quote(&id.column))
+                        )
+                    })
+                    .collect();
+                match calls.len() {
+                    1 => calls[0].clone(),
+                    _ => format!("COALESCE({})", calls.join(", ")),
+                }
             };
+            let (key, person) = (lookup("person_key"), lookup("canonical_id"));
             views.push(Step {
                 title: format!("stitched rows of {}", input.name),
                 sql: format!(
-                    "CREATE VIEW {} AS\nSELECT {person} AS c360_id, *\nFROM {}",
+                    "CREATE VIEW {} AS\nSELECT {key} AS c360_person, {person} AS c360_id, *\nFROM {}",
                     stitched(&input.name),
                     quote(&input.name)
                 ),
@@ -164,11 +166,11 @@ impl FeaturePlan {
                 true => String::new(),
                 false => format!("\nWHERE {}", conditions.join("\n  AND ")),
             };
-            let from = format!("FROM {}{filter}\nGROUP BY c360_id", stitched(&input));
+            let from = format!("FROM {}{filter}\nGROUP BY c360_person", stitched(&input));
             for (f, expr) in &features {
                 parts.push(Step {
                     title: format!("feature {}", f.name),
-                    sql: format!("SELECT c360_id, {expr} AS {}\n{from}", quote(&f.name)),
+                    sql: format!("SELECT c360_person, {expr} AS {}\n{from}", quote(&f.name)),
                 });
             }
             let columns: Vec<String> = features
@@ -177,7 +179,7 @@ impl FeaturePlan {
                 .collect();
             ctes.push((
                 cte.clone(),
-                format!("SELECT c360_id, {}\n{from}", columns.join(",\n       ")),
+                format!("SELECT c360_person, {}\n{from}", columns.join(",\n       ")),
             ));
             // A person without rows gets what the aggregate gives over no rows (0 for
             // count(*), NULL for sum, [] for last_n), computed once in a one-row CTE.
@@ -210,7 +212,7 @@ impl FeaturePlan {
         for (cte, columns) in &joins {
             select.extend(columns.iter().cloned());
             from.push_str(&format!(
-                "\n  LEFT JOIN {cte} ON {cte}.c360_id = people.c360_id"
+                "\n  LEFT JOIN {cte} ON {cte}.c360_person = people.c360_person"
             ));
         }
         for cte in &crosses {
@@ -418,7 +420,7 @@ fn indent(sql: &str) -> String {
 
 /// The graph's people (see `IdentityGraph::people_table`), columns in output order.
 fn people_sql(id_types: &[String]) -> String {
-    let mut columns = vec!["c360_id".to_string()];
+    let mut columns = vec!["c360_id".to_string(), "c360_person".to_string()];
     columns.extend(id_types.iter().map(|t| quote(&id_list_column(t))));
     columns.extend(["first_seen".to_string(), "last_seen".to_string()]);
     format!("SELECT {}\nFROM identity_people", columns.join(", "))
@@ -443,7 +445,7 @@ fn trait_sql(t: &Trait, event_time: &dyn Fn(&str) -> Option<String>) -> String {
                 None => utc("TIMESTAMP '1970-01-01T00:00:00Z'"),
             };
             format!(
-                "SELECT c360_id, CAST({col} AS VARCHAR) AS value, {ts} AS ts, {k} AS source_rank\n  FROM {}",
+                "SELECT c360_person, CAST({col} AS VARCHAR) AS value, {ts} AS ts, {k} AS source_rank\n  FROM {}",
                 stitched(input),
                 col = quote(column),
             )
@@ -468,7 +470,7 @@ fn trait_sql(t: &Trait, event_time: &dyn Fn(&str) -> Option<String>) -> String {
         }
     };
     format!(
-        "SELECT c360_id, {pick} AS {}\nFROM (\n  {}\n)\nWHERE value IS NOT NULL AND trim(value) <> ''\nGROUP BY c360_id",
+        "SELECT c360_person, {pick} AS {}\nFROM (\n  {}\n)\nWHERE value IS NOT NULL AND trim(value) <> ''\nGROUP BY c360_person",
         quote(&t.name),
         sources.join("\n  UNION ALL\n  ")
     )

@@ -1,9 +1,11 @@
 //! `canonical_id(id_type, value)`: the person an identifier belongs to, looked up in the
-//! session's identity graph. Stitched views call it once per identifier column.
+//! session's identity graph. `person_key(id_type, value)` is the same person as a number
+//! (the `c360_person` column of `identity_people`): the run groups and joins on it, which
+//! is cheaper than on text. Stitched views call them once per identifier column.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, StringBuilder};
+use arrow::array::{Array, AsArray, StringBuilder, UInt32Array};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
@@ -17,11 +19,13 @@ use super::IdentityGraph;
 struct CanonicalId {
     graph: Arc<IdentityGraph>,
     signature: Signature,
+    /// `person_key`: the person's number rather than its id.
+    key: bool,
 }
 
 impl PartialEq for CanonicalId {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.graph, &other.graph)
+        Arc::ptr_eq(&self.graph, &other.graph) && self.key == other.key
     }
 }
 
@@ -30,20 +34,34 @@ impl Eq for CanonicalId {}
 impl std::hash::Hash for CanonicalId {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         Arc::as_ptr(&self.graph).hash(state);
+        self.key.hash(state);
     }
 }
 
-/// The function over `graph`.
+/// `canonical_id` over `graph`.
 pub fn udf(graph: Arc<IdentityGraph>) -> ScalarUDF {
     ScalarUDF::new_from_impl(CanonicalId {
         graph,
         signature: Signature::string(2, Volatility::Stable),
+        key: false,
+    })
+}
+
+/// `person_key` over `graph`.
+pub fn key_udf(graph: Arc<IdentityGraph>) -> ScalarUDF {
+    ScalarUDF::new_from_impl(CanonicalId {
+        graph,
+        signature: Signature::string(2, Volatility::Stable),
+        key: true,
     })
 }
 
 impl ScalarUDFImpl for CanonicalId {
     fn name(&self) -> &str {
-        "canonical_id"
+        match self.key {
+            true => "person_key",
+            false => "canonical_id",
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -51,7 +69,10 @@ impl ScalarUDFImpl for CanonicalId {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
+        Ok(match self.key {
+            true => DataType::UInt32,
+            false => DataType::Utf8,
+        })
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -59,23 +80,51 @@ impl ScalarUDFImpl for CanonicalId {
             .args
             .iter()
             .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let column = |i: usize| -> Result<arrow::array::ArrayRef> {
-            Ok(cast(
-                &args.args[i].to_array(args.number_rows)?,
-                &DataType::Utf8,
-            )?)
-        };
-        let (types, values) = (column(0)?, column(1)?);
-        let (types, values) = (types.as_string::<i32>(), values.as_string::<i32>());
-        let mut out = StringBuilder::with_capacity(values.len(), values.len() * 21);
-        for i in 0..values.len() {
-            if types.is_null(i) || values.is_null(i) {
-                out.append_null();
-            } else {
-                out.append_option(self.graph.canonical_id(types.value(i), values.value(i)));
+        let values = cast(&args.args[1].to_array(args.number_rows)?, &DataType::Utf8)?;
+        let values = values.as_string::<i32>();
+        // The id type is a literal in stitched views: resolve it once, not per row.
+        let people: Vec<Option<u32>> = match &args.args[0] {
+            ColumnarValue::Scalar(t) if !scalar => {
+                let t = t.cast_to(&DataType::Utf8)?;
+                let t = match &t {
+                    ScalarValue::Utf8(Some(t)) => self.graph.type_id(t),
+                    _ => None,
+                };
+                (0..values.len())
+                    .map(|i| match t {
+                        Some(t) if values.is_valid(i) => self.graph.person_of(t, values.value(i)),
+                        _ => None,
+                    })
+                    .collect()
             }
-        }
-        let out: arrow::array::ArrayRef = Arc::new(out.finish());
+            types => {
+                let types = cast(&types.to_array(args.number_rows)?, &DataType::Utf8)?;
+                let types = types.as_string::<i32>();
+                (0..values.len())
+                    .map(|i| {
+                        let t = types
+                            .is_valid(i)
+                            .then(|| self.graph.type_id(types.value(i)));
+                        match t.flatten() {
+                            Some(t) if values.is_valid(i) => {
+                                self.graph.person_of(t, values.value(i))
+                            }
+                            _ => None,
+                        }
+                    })
+                    .collect()
+            }
+        };
+        let out: arrow::array::ArrayRef = match self.key {
+            true => Arc::new(people.into_iter().collect::<UInt32Array>()),
+            false => {
+                let mut out = StringBuilder::with_capacity(values.len(), values.len() * 21);
+                for p in people {
+                    out.append_option(p.map(|p| self.graph.canonical_of(p)));
+                }
+                Arc::new(out.finish())
+            }
+        };
         if scalar {
             return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?));
         }

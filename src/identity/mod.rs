@@ -144,7 +144,18 @@ impl IdentityGraph {
         self.canonical.len()
     }
 
-    fn type_id(&self, id_type: &str) -> Option<u16> {
+    /// The person (component) of an identifier (already normalized) of type `t`.
+    pub(crate) fn person_of(&self, t: u16, value: &str) -> Option<u32> {
+        let n = *self.index.get(t as usize)?.get(value)?;
+        Some(self.component[n as usize])
+    }
+
+    /// The canonical id of person `p`.
+    pub(crate) fn canonical_of(&self, p: u32) -> &str {
+        &self.canonical[p as usize].0
+    }
+
+    pub(crate) fn type_id(&self, id_type: &str) -> Option<u16> {
         self.types
             .iter()
             .position(|t| t == id_type)

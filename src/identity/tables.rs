@@ -152,6 +152,14 @@ impl IdentityGraph {
         let mut columns = vec![strings(
             order.iter().map(|&c| Some(self.canonical[c].0.as_str())),
         )];
+        // What person_key() gives: the run joins on this number, not the text.
+        fields.push(Field::new("c360_person", DataType::UInt32, false));
+        columns.push(Arc::new(
+            order
+                .iter()
+                .map(|&c| c as u32)
+                .collect::<arrow::array::UInt32Array>(),
+        ));
         for (t, mut list) in self.types.iter().zip(lists) {
             let list: ArrayRef = Arc::new(list.finish());
             fields.push(Field::new(
@@ -371,6 +379,7 @@ pub(super) fn register(ctx: &SessionContext, graph: Arc<IdentityGraph>) -> Resul
     }
     ctx.register_table("identity_people", graph.people_table()?)?;
     ctx.register_udf(super::lookup::udf(graph.clone()));
+    ctx.register_udf(super::lookup::key_udf(graph.clone()));
     ctx.register_udtf("why_merged", Arc::new(WhyMerged(graph)));
     Ok(())
 }
