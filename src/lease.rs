@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 pub const LEASE_FILE: &str = "_c360_lease.json";
 
 /// Who holds the output.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Holder {
     run_id: String,
     host: String,
@@ -194,14 +194,7 @@ async fn read(store: &dyn ObjectStore, path: &Path) -> object_store::Result<Opti
     match store.get(path).await {
         Ok(got) => {
             let bytes = got.bytes().await?;
-            Ok(Some(serde_json::from_slice(&bytes).unwrap_or(Holder {
-                run_id: String::new(),
-                host: String::new(),
-                pid: 0,
-                started_at: String::new(),
-                renewed_at: 0,
-                lease_s: 0,
-            })))
+            Ok(Some(serde_json::from_slice(&bytes).unwrap_or_default()))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),

@@ -169,12 +169,8 @@ impl IdentityGraph {
 
     /// The canonical id of an identifier (already normalized), if it is in the graph.
     pub fn canonical_id(&self, id_type: &str, value: &str) -> Option<&str> {
-        let n = self.node(id_type, value)?;
-        Some(
-            self.canonical[self.component[n as usize] as usize]
-                .0
-                .as_str(),
-        )
+        let person = self.person_of(self.type_id(id_type)?, value)?;
+        Some(self.canonical_of(person))
     }
 
     /// The node of `value`, added if new, marked as seen in `input`.
