@@ -396,27 +396,21 @@ impl Output {
 
     /// Writes a small file (the catalog) at `name` under the output, whole or not at all.
     pub async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
-        let url = self
-            .url
-            .join(name)
-            .map_err(|e| Error::location(&self.location, e))?;
+        let (path, url) = self.object(name)?;
         self.store
-            .put(&object_path(&url)?, PutPayload::from(bytes))
+            .put(&path, PutPayload::from(bytes))
             .await
-            .map_err(|e| Error::output(url.as_str(), e))?;
+            .map_err(|e| Error::output(url, e))?;
         Ok(())
     }
 
     /// Whether a file `name` is under the output.
     pub async fn exists(&self, name: &str) -> Result<bool> {
-        let url = self
-            .url
-            .join(name)
-            .map_err(|e| Error::location(&self.location, e))?;
-        match self.store.head(&object_path(&url)?).await {
+        let (path, url) = self.object(name)?;
+        match self.store.head(&path).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(Error::location(url.as_str(), e)),
+            Err(e) => Err(Error::output(url, e)),
         }
     }
 

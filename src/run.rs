@@ -99,23 +99,24 @@ impl std::fmt::Display for RunReport {
     }
 }
 
-/// Phase messages: text on a terminal, JSON lines otherwise (for schedulers' log search).
+/// Phase messages: text lines or JSON lines (for schedulers' log search), as `--log-format` asks.
 struct Progress {
     start: Instant,
-    terminal: bool,
+    /// Text lines rather than JSON.
+    text: bool,
 }
 
 impl Progress {
     fn new(json_log: Option<bool>) -> Self {
         Self {
             start: Instant::now(),
-            terminal: json_log.map_or_else(|| std::io::stderr().is_terminal(), |json| !json),
+            text: json_log.map_or_else(|| std::io::stderr().is_terminal(), |json| !json),
         }
     }
 
     fn phase(&self, phase: &str, detail: Value) {
         let elapsed = self.start.elapsed().as_secs_f64();
-        if self.terminal {
+        if self.text {
             let detail = match &detail {
                 Value::Object(m) if !m.is_empty() => {
                     let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
