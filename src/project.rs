@@ -329,6 +329,14 @@ impl Input {
         }
     }
 
+    /// A project-file error at this input's line, under `inputs.<key>`.
+    fn config_error(&self, project: &Path, key: &str, message: String) -> Error {
+        Error::config(
+            project.display().to_string(),
+            format!("line {}, key `inputs.{key}`: {message}", self.line),
+        )
+    }
+
     fn check_columns(&self, schema: &SchemaRef, project: &Path) -> Result<()> {
         if schema.fields().is_empty() {
             return Err(self.error(Error::location(
@@ -349,11 +357,11 @@ impl Input {
                         | T::Utf8View
                 );
                 if !temporal {
-                    return Err(Error::config(
-                        project.display().to_string(),
+                    return Err(self.config_error(
+                        project,
+                        "event_time",
                         format!(
-                            "line {}, key `inputs.event_time`: column '{column}' of input '{}' is {}; expected a timestamp, a date, or text such as 2026-06-30T00:00:00Z",
-                            self.line,
+                            "column '{column}' of input '{}' is {}; expected a timestamp, a date, or text such as 2026-06-30T00:00:00Z",
                             self.name,
                             field.data_type()
                         ),
@@ -369,11 +377,11 @@ impl Input {
         for (column, key) in declared {
             if schema.field_with_name(column).is_err() {
                 let available: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                return Err(Error::config(
-                    project.display().to_string(),
+                return Err(self.config_error(
+                    project,
+                    key,
                     format!(
-                        "line {}, key `inputs.{key}`: input '{}' has no column '{column}'; its columns are: {}",
-                        self.line,
+                        "input '{}' has no column '{column}'; its columns are: {}",
                         self.name,
                         available.join(", ")
                     ),

@@ -132,20 +132,14 @@ impl IdentityGraph {
                 }
                 list.append(k > begin);
             }
-            first.push(
-                nodes
-                    .iter()
-                    .map(|&n| self.first_seen[n as usize])
-                    .min()
-                    .unwrap_or(i64::MAX),
-            );
-            last.push(
-                nodes
-                    .iter()
-                    .map(|&n| self.last_seen[n as usize])
-                    .max()
-                    .unwrap_or(i64::MIN),
-            );
+            let (f, l) = nodes.iter().fold((i64::MAX, i64::MIN), |(f, l), &n| {
+                (
+                    f.min(self.first_seen[n as usize]),
+                    l.max(self.last_seen[n as usize]),
+                )
+            });
+            first.push(f);
+            last.push(l);
         }
 
         let mut fields = vec![Field::new("c360_id", DataType::Utf8, false)];
