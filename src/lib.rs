@@ -9,6 +9,7 @@ pub mod error;
 pub mod features;
 pub mod generate;
 pub mod identity;
+pub mod incremental;
 pub mod lake;
 pub mod lease;
 pub mod materialize;

@@ -170,30 +170,27 @@ impl Output {
         }
     }
 
-    /// Publishes what this run staged: the tables named, then `catalog` as `catalog_name`
-    /// (last, so a reader finding it finds everything it describes).
-    pub async fn publish(
-        &self,
-        tables: &[&str],
-        catalog_name: &str,
-        catalog: Vec<u8>,
-    ) -> Result<()> {
-        let Some(run_id) = self.run_id.clone() else {
-            return self.put(catalog_name, catalog).await;
+    /// Publishes what this run staged: the tables named, then `files` (name and bytes) in
+    /// order; the catalog comes last, so a reader finding it finds everything it describes.
+    pub async fn publish(&self, tables: &[&str], files: &[(&str, Vec<u8>)]) -> Result<()> {
+        let (Some(run_id), TableFormat::Parquet) = (self.run_id.clone(), self.format) else {
+            for (name, bytes) in files {
+                self.put(name, bytes.clone()).await?;
+            }
+            return Ok(());
         };
-        if self.format == TableFormat::Delta {
-            return self.put(catalog_name, catalog).await;
+        for (name, bytes) in files {
+            let (staged, _) = self.staged(name)?.expect("staged output");
+            self.store
+                .put(&staged, PutPayload::from(bytes.clone()))
+                .await
+                .map_err(|e| Error::output(&self.location, format!("staging {name}: {e}")))?;
         }
-        let (staged_catalog, _) = self.staged(catalog_name)?.expect("staged output");
-        self.store
-            .put(&staged_catalog, PutPayload::from(catalog))
-            .await
-            .map_err(|e| Error::output(&self.location, format!("staging {catalog_name}: {e}")))?;
         let mut moves = vec![];
         for name in tables
             .iter()
             .map(|t| format!("{t}.parquet"))
-            .chain([catalog_name.to_string()])
+            .chain(files.iter().map(|(name, _)| name.to_string()))
         {
             let (from, _) = self.staged(&name)?.expect("staged output");
             let (to, _) = self.object(&name)?;
@@ -210,6 +207,25 @@ impl Output {
             .map_err(|e| Error::output(url, format!("writing the commit journal: {e}")))?;
         crate::crash_point("journal");
         self.finish(&journal).await
+    }
+
+    /// Reads a small file `name` under the output, if it is there.
+    pub async fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let (path, url) = self.object(name)?;
+        match self.store.get(&path).await {
+            Ok(got) => Ok(Some(got.bytes().await.map_err(|e| Error::output(&url, e))?.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::output(url, e)),
+        }
+    }
+
+    /// Removes a small file `name` under the output, if it is there.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        let (path, url) = self.object(name)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::output(url, e)),
+        }
     }
 
     /// Makes a journal's moves (those not made yet), then removes the journal and the run's

@@ -23,10 +23,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
-use datafusion::prelude::{ident, lit, SessionContext};
+use datafusion::prelude::{ident, lit, DataFrame, SessionContext};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -290,12 +292,12 @@ impl Project {
         &self,
         ctx: &SessionContext,
         as_of: i64,
-    ) -> Result<Vec<(String, Snapshot)>> {
+    ) -> Result<Vec<OpenedInput>> {
         let state = ctx.state();
         let at = chrono::DateTime::from_timestamp_micros(as_of)
             .unwrap_or_default()
             .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-        let mut read = vec![];
+        let mut opened = vec![];
         for input in &self.inputs {
             let (spec, snapshot) = lake::pin(&input.table, Some(&at))
                 .await
@@ -304,20 +306,87 @@ impl Project {
                 .await
                 .map_err(|e| input.error(e))?;
             input.check_columns(&provider.schema(), &self.path)?;
-            let provider = match &input.event_time {
-                Some(column) => {
-                    let cutoff = ScalarValue::TimestampMicrosecond(Some(as_of), Some("UTC".into()));
-                    ctx.read_table(provider)?
-                        .filter(ident(column).lt_eq(lit(cutoff)))?
-                        .into_view()
-                }
-                None => provider,
+            let input = OpenedInput {
+                name: input.name.clone(),
+                event_time: input.event_time.clone(),
+                spec,
+                provider,
+                snapshot,
             };
-            ctx.register_table(input.name.as_str(), provider)?;
-            read.push((input.name.clone(), snapshot));
+            input.register(ctx, None, as_of)?;
+            opened.push(input);
         }
-        Ok(read)
+        Ok(opened)
     }
+}
+
+/// An input pinned to what a run reads of it.
+pub struct OpenedInput {
+    pub name: String,
+    pub event_time: Option<String>,
+    /// Pinned: a Delta table at one version.
+    pub spec: TableSpec,
+    /// All its rows, whatever their event time.
+    pub provider: Arc<dyn TableProvider>,
+    pub snapshot: Snapshot,
+}
+
+impl OpenedInput {
+    /// Registers under the input's name the rows of `provider` (default: the whole table)
+    /// with an event time at or before `as_of`, or all of them without an event time.
+    pub fn register(
+        &self,
+        ctx: &SessionContext,
+        provider: Option<Arc<dyn TableProvider>>,
+        as_of: i64,
+    ) -> Result<()> {
+        let provider = provider.unwrap_or_else(|| self.provider.clone());
+        let provider = match &self.event_time {
+            Some(column) => ctx
+                .read_table(provider)?
+                .filter(ident(column).lt_eq(lit(utc(as_of))))?
+                .into_view(),
+            None => provider,
+        };
+        ctx.deregister_table(self.name.as_str())?;
+        ctx.register_table(self.name.as_str(), provider)?;
+        Ok(())
+    }
+
+    /// Registers under the input's name only the rows a run continuing one as of `since`
+    /// has not read: those of files in `new`, and those of files in `old` whose event time
+    /// is after `since` (and, as always, at or before `as_of`).
+    pub async fn register_unread(
+        &self,
+        ctx: &SessionContext,
+        (new, old): (&[String], &[String]),
+        since: i64,
+        as_of: i64,
+    ) -> Result<()> {
+        let mut unread = self.read_files(ctx, new).await?;
+        if let (Some(column), false) = (&self.event_time, old.is_empty() || as_of <= since) {
+            let later = self
+                .read_files(ctx, old)
+                .await?
+                .filter(ident(column).gt(lit(utc(since))))?;
+            unread = unread.union(later)?;
+        }
+        self.register(ctx, Some(unread.into_view()), as_of)
+    }
+
+    async fn read_files(&self, ctx: &SessionContext, files: &[String]) -> Result<DataFrame> {
+        if files.is_empty() {
+            return Ok(ctx.read_table(self.provider.clone())?.filter(lit(false))?);
+        }
+        let subset =
+            lake::open_files(&ctx.state(), self.provider.clone(), &self.spec, files).await?;
+        Ok(ctx.read_table(subset)?)
+    }
+}
+
+/// `micros` as a UTC timestamp literal.
+fn utc(micros: i64) -> ScalarValue {
+    ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into()))
 }
 
 impl Input {

@@ -11,13 +11,21 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::prelude::SessionContext;
+use std::collections::BTreeMap;
+
+use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, UInt32Type};
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{Expr, JoinType};
+use datafusion::prelude::{cast as cast_expr, ident, DataFrame, SessionContext};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::features::{id_list_column, FeaturePlan};
 use crate::identity::{self, IdentityGraph};
+use crate::incremental::{self, Mode, State, STATE_FILE};
 use crate::lake::{self, Snapshot, TableSpec};
 use crate::lease::{Lease, LEASE_FILE};
 use crate::output::{Output, TableFormat};
@@ -44,6 +52,8 @@ pub struct RunOptions {
     /// Progress as JSON lines (`Some(true)`), text (`Some(false)`), or text on a terminal
     /// and JSON otherwise (`None`).
     pub json_log: Option<bool>,
+    /// Read every input whole, even where the previous run could be continued.
+    pub full_refresh: bool,
 }
 
 impl RunOptions {
@@ -58,6 +68,7 @@ impl RunOptions {
             lease: std::time::Duration::from_secs(60),
             memory_limit: None,
             json_log: None,
+            full_refresh: false,
         }
     }
 }
@@ -77,8 +88,12 @@ pub struct RunReport {
     pub identity: String,
     pub as_of: String,
     pub seconds: f64,
-    /// Input rows read for the identity graph.
+    /// Input rows read for the identity graph by this run.
     pub rows_in: u64,
+    /// `full` or `incremental`.
+    pub mode: String,
+    /// People whose row was computed by this run (all of them in a full run).
+    pub recomputed: u64,
 }
 
 impl std::fmt::Display for RunReport {
@@ -86,10 +101,12 @@ impl std::fmt::Display for RunReport {
         let people = self.tables.first().map_or(0, |t| t.rows);
         write!(
             f,
-            "{people} people as of {} from {} rows in {:.1} s; {}; written to {}",
+            "{people} people as of {} from {} rows in {:.1} s ({} run, {} people computed); {}; written to {}",
             self.as_of,
             self.rows_in,
             self.seconds,
+            self.mode,
+            self.recomputed,
             self.identity,
             self.tables
                 .first()
@@ -184,6 +201,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport> {
         &lease,
         &progress,
         (computed_at, as_of),
+        opts.full_refresh,
     )
     .await;
     let released = lease.release().await;
@@ -200,6 +218,7 @@ async fn leased(
     lease: &Lease,
     progress: &Progress,
     (computed_at, as_of): (i64, i64),
+    full_refresh: bool,
 ) -> Result<RunReport> {
     let recovery = output.recover().await?;
     if recovery.completed.is_some() || recovery.removed > 0 {
@@ -216,25 +235,92 @@ async fn leased(
         "reading inputs",
         json!({"inputs": project.inputs.len(), "as_of": rfc3339(as_of)}),
     );
-    let read = project.register_inputs_as_of(ctx, as_of).await?;
-
-    progress.phase("building the identity graph", json!({}));
+    let opened = project.register_inputs_as_of(ctx, as_of).await?;
+    let read: Vec<(String, &Snapshot)> = opened
+        .iter()
+        .map(|i| (i.name.clone(), &i.snapshot))
+        .collect();
+    let mut mode = incremental::decide(
+        previous_state(output).await?,
+        project,
+        as_of,
+        &read,
+        full_refresh,
+    );
     let previous = read_previous(ctx, output).await?;
-    let graph = Arc::new(identity::build(ctx, project, previous.as_ref()).await?);
+    let mut seed = None;
+    if let Mode::Incremental { rows, .. } = &mode {
+        match read_seed(ctx, output, project, rows).await {
+            Ok(s) => seed = Some(s),
+            Err(e) => {
+                mode = Mode::Full {
+                    reason: format!("the previous graph cannot be continued: {}", e.cause()),
+                }
+            }
+        }
+    }
+    let seeded: BTreeMap<String, u64> = match &mode {
+        Mode::Incremental {
+            since,
+            inputs,
+            rows,
+            ..
+        } => {
+            for input in &opened {
+                let unread = &inputs[&input.name];
+                input
+                    .register_unread(ctx, (&unread.new, &unread.old), *since, as_of)
+                    .await?;
+            }
+            rows.clone()
+        }
+        Mode::Full { .. } => BTreeMap::new(),
+    };
+    let mut detail = json!({"mode": mode.name()});
+    if let Mode::Full { reason } = &mode {
+        detail["reason"] = reason.clone().into();
+    }
+    progress.phase("building the identity graph", detail);
+    let graph = Arc::new(identity::build(ctx, project, previous.as_ref(), seed).await?);
+    let rows: BTreeMap<String, u64> = graph
+        .inputs
+        .iter()
+        .cloned()
+        .zip(graph.rows_read.iter().copied())
+        .collect();
+    let rows_in: u64 = rows
+        .iter()
+        .map(|(input, n)| n - seeded.get(input).copied().unwrap_or(0))
+        .sum();
+    // Features read every row of the people they compute.
+    for input in &opened {
+        input.register(ctx, None, as_of)?;
+    }
     identity::register_tables(ctx, graph.clone())?;
     progress.phase(
         "identity graph built",
-        json!({"identifiers": graph.len(), "people": graph.components(), "quarantined": graph.quarantine.len()}),
+        json!({"identifiers": graph.len(), "people": graph.components(), "quarantined": graph.quarantine.len(), "rows_read": rows_in}),
     );
 
     progress.phase(
         "computing traits and features",
         json!({"traits": project.catalog.traits.len(), "features": project.catalog.features.len()}),
     );
-    let plan = FeaturePlan::for_session(project, as_of, ctx);
-    plan.create_views(ctx).await?;
-    let customers = plan.dataframe(ctx, project, &project.catalog).await?;
-    let customers = crate::output::reader_safe_frame(customers)?;
+    let (customers, recomputed) = match &mode {
+        Mode::Incremental {
+            since,
+            features_changed,
+            ..
+        } => match previous_customers(ctx, output).await? {
+            Some(before) => {
+                continued_customers(ctx, project, &graph, before, (*since, as_of), *features_changed)
+                    .await?
+            }
+            None => all_customers(ctx, project, as_of, graph.components()).await?,
+        },
+        Mode::Full { .. } => all_customers(ctx, project, as_of, graph.components()).await?,
+    };
+    let state = incremental::state_after(project, as_of, &read, &rows);
 
     let mut catalog = catalog(
         project,
@@ -256,6 +342,11 @@ async fn leased(
     // The graph's tables first, customer_360 next, the catalog last: a reader that finds
     // the catalog finds everything it describes.
     lease.check().await?;
+    if output.format == TableFormat::Delta {
+        // Delta tables commit one by one: without the state, a run stopped between them
+        // leaves nothing the next one would continue.
+        output.remove(STATE_FILE).await?;
+    }
     let mut tables = vec![];
     // The tables registered with the session: building them again would hold the graph's
     // text twice more.
@@ -276,13 +367,18 @@ async fn leased(
     let text = redact(&serde_json::to_string_pretty(&catalog)?).into_bytes();
     lease.check().await?;
     let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-    output.publish(&names, CATALOG_FILE, text).await?;
+    let state = serde_json::to_vec_pretty(&state)?;
+    output
+        .publish(&names, &[(STATE_FILE, state), (CATALOG_FILE, text)])
+        .await?;
     let report = RunReport {
         tables,
         identity: graph.summary(),
         as_of: rfc3339(as_of),
         seconds: progress.start.elapsed().as_secs_f64(),
-        rows_in: graph.rows_read.iter().sum(),
+        rows_in,
+        mode: mode.name().into(),
+        recomputed,
     };
     // Beside the tables, for whoever looks after the schedule; not part of the publication.
     let run_report = json!({
@@ -292,13 +388,19 @@ async fn leased(
         "computed_at": rfc3339(computed_at),
         "seconds": report.seconds,
         "rows_in": report.rows_in,
+        "mode": report.mode,
+        "reason": match &mode { Mode::Full { reason } => Some(reason), _ => None },
+        "people_computed": recomputed,
         "recovered": recovery,
         "identity": graph.stats(),
         "tables": report.tables,
     });
     let text = redact(&serde_json::to_string_pretty(&run_report)?).into_bytes();
     output.put(RUN_REPORT_FILE, text).await?;
-    progress.phase("done", json!({"people": rows, "rows_in": report.rows_in}));
+    progress.phase(
+        "done",
+        json!({"people": rows, "rows_in": report.rows_in, "mode": report.mode, "people_computed": recomputed}),
+    );
     Ok(report)
 }
 
@@ -310,16 +412,17 @@ fn published(output: &Output, name: &str, rows: u64) -> Result<Published> {
     })
 }
 
-/// The identity graph a previous run published here, for stable canonical ids.
-async fn read_previous(
+/// A table a previous run published here, if there is one to read.
+async fn previous_table(
     ctx: &SessionContext,
     output: &Output,
-) -> Result<Option<identity::Previous>> {
+    table: &str,
+) -> Result<Option<DataFrame>> {
     if !output.exists(CATALOG_FILE).await? {
         return Ok(None);
     }
     let spec = TableSpec {
-        location: output.table_url("identity_graph")?.to_string(),
+        location: output.table_url(table)?.to_string(),
         format: match output.format {
             TableFormat::Parquet => lake::Format::Parquet,
             TableFormat::Delta => lake::Format::Delta,
@@ -327,16 +430,150 @@ async fn read_previous(
         time_travel: lake::TimeTravel::Latest,
         storage: output.storage().clone(),
     };
-    let provider = match lake::open(&ctx.state(), "previous_identity_graph", &spec, None).await {
-        Ok(p) => p,
+    match lake::open(&ctx.state(), &format!("previous_{table}"), &spec, None).await {
+        Ok(p) => Ok(Some(ctx.read_table(p)?)),
         // Published in the other format, or removed: start afresh.
-        Err(Error::Location { .. }) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    Ok(Some(
-        identity::previous_from(ctx.read_table(provider)?).await?,
-    ))
+        Err(Error::Location { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
+
+/// The identity graph a previous run published here, for stable canonical ids.
+async fn read_previous(
+    ctx: &SessionContext,
+    output: &Output,
+) -> Result<Option<identity::Previous>> {
+    match previous_table(ctx, output, "identity_graph").await? {
+        Some(df) => Ok(Some(identity::previous_from(df).await?)),
+        None => Ok(None),
+    }
+}
+
+/// What the previous run here left to continue, or why there is nothing.
+async fn previous_state(output: &Output) -> Result<std::result::Result<State, String>> {
+    if !output.exists(CATALOG_FILE).await? {
+        return Ok(Err("no previous run here".into()));
+    }
+    Ok(match output.get(STATE_FILE).await? {
+        None => Err(format!("the previous run left no {STATE_FILE}")),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the previous run's {STATE_FILE} cannot be read: {e}")),
+    })
+}
+
+/// The previous graph's evidence, to add this run's rows to.
+async fn read_seed(
+    ctx: &SessionContext,
+    output: &Output,
+    project: &Project,
+    rows: &BTreeMap<String, u64>,
+) -> Result<identity::Seed> {
+    let mut tables = vec![];
+    for name in ["identity_graph", "identity_edges", "identity_quarantine"] {
+        match previous_table(ctx, output, name).await? {
+            Some(df) => tables.push(df),
+            None => {
+                return Err(Error::Output {
+                    location: name.into(),
+                    message: "missing".into(),
+                })
+            }
+        }
+    }
+    let [graph, edges, quarantine] = <[DataFrame; 3]>::try_from(tables).expect("three tables");
+    identity::Seed::from_tables(project, graph, edges, quarantine, rows).await
+}
+
+/// The customer_360 a previous run published here.
+async fn previous_customers(ctx: &SessionContext, output: &Output) -> Result<Option<DataFrame>> {
+    previous_table(ctx, output, "customer_360").await
+}
+
+/// Everyone's row, computed.
+async fn all_customers(
+    ctx: &SessionContext,
+    project: &Project,
+    as_of: i64,
+    people: usize,
+) -> Result<(DataFrame, u64)> {
+    let plan = FeaturePlan::for_session(project, as_of, ctx, None);
+    plan.create_views(ctx).await?;
+    let customers = plan.dataframe(ctx, project, &project.catalog).await?;
+    Ok((crate::output::reader_safe_frame(customers)?, people as u64))
+}
+
+/// The rows of a run continuing one as of `since`: computed for the people whose row may
+/// differ (new rows, changed identifiers, rows that left a window, or every one when the
+/// definitions changed or read the clock and time moved), the previous rows for the rest.
+async fn continued_customers(
+    ctx: &SessionContext,
+    project: &Project,
+    graph: &IdentityGraph,
+    before: DataFrame,
+    (since, as_of): (i64, i64),
+    features_changed: bool,
+) -> Result<(DataFrame, u64)> {
+    let people = graph.components();
+    let plan = FeaturePlan::for_session(project, as_of, ctx, Some(RECOMPUTE_TABLE));
+    let everyone = features_changed
+        || (as_of != since && !project.catalog.clock_dependent().is_empty());
+    let mut recompute: Vec<bool> = match everyone {
+        true => vec![true; people],
+        false => graph.unchanged.iter().map(|u| !u).collect(),
+    };
+    if !everyone && as_of != since {
+        for sql in plan.window_leavers(project, since, as_of) {
+            for batch in ctx.sql(&sql).await?.collect().await? {
+                let keys = cast(batch.column(0), &DataType::UInt32)?;
+                for key in keys.as_primitive::<UInt32Type>().iter().flatten() {
+                    recompute[key as usize] = true;
+                }
+            }
+        }
+    }
+    let keys: UInt32Array = (0..people as u32)
+        .filter(|&p| recompute[p as usize])
+        .collect();
+    let recomputed = keys.len() as u64;
+    let kept: StringArray = (0..people as u32)
+        .filter(|&p| !recompute[p as usize])
+        .map(|p| Some(graph.canonical_of(p)))
+        .collect();
+    let table = |name: &str, array: ArrayRef| -> Result<()> {
+        let batch = RecordBatch::try_from_iter([(name, array)])?;
+        let mem = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+        ctx.register_table(
+            if name == "person" { RECOMPUTE_TABLE } else { KEPT_TABLE },
+            Arc::new(mem),
+        )?;
+        Ok(())
+    };
+    table("person", Arc::new(keys))?;
+    table("c360_id", Arc::new(kept))?;
+    plan.create_views(ctx).await?;
+    let computed = plan.dataframe(ctx, project, &project.catalog).await?;
+    let computed = crate::output::reader_safe_frame(computed)?;
+    // The previous rows in this run's types, column by column.
+    let columns: Vec<Expr> = computed
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| cast_expr(ident(f.name()), f.data_type().clone()).alias(f.name()))
+        .collect();
+    let kept = ctx.table(KEPT_TABLE).await?;
+    let before = before
+        .join(kept, JoinType::LeftSemi, &["c360_id"], &["c360_id"], None)?
+        .select(columns)?;
+    let customers = computed
+        .union(before)?
+        .sort(vec![ident("c360_id").sort(true, false)])?;
+    Ok((customers, recomputed))
+}
+
+/// The people an incremental run computes, by `c360_person` in its column `person`.
+const RECOMPUTE_TABLE: &str = "c360_recompute";
+/// The people whose previous rows it keeps, by `c360_id`.
+const KEPT_TABLE: &str = "c360_kept";
 
 /// `features.json`: every column of customer_360 with its description, type, owner and
 /// definition signature, and what the run read.
@@ -344,7 +581,7 @@ fn catalog(
     project: &Project,
     graph: &IdentityGraph,
     customers: &datafusion::prelude::DataFrame,
-    read: &[(String, Snapshot)],
+    read: &[(String, &Snapshot)],
     computed_at: i64,
     as_of: i64,
     format: TableFormat,
@@ -424,7 +661,7 @@ fn catalog(
     }
     let inputs: serde_json::Map<String, Value> = read
         .iter()
-        .map(|(name, s)| (name.clone(), serde_json::to_value(s).unwrap_or(Value::Null)))
+        .map(|(name, s)| (name.clone(), serde_json::to_value(*s).unwrap_or(Value::Null)))
         .collect();
     json!({
         "project": project.name,
@@ -435,7 +672,7 @@ fn catalog(
             "identifiers": graph.len(),
             "people": graph.components(),
             "quarantined": graph.quarantine.len(),
-            "signature": crate::features::signature(&[&format!("{:?}", project.identity)]),
+            "signature": crate::features::signature(&[&project.identity.canonical_text()]),
         },
         "inputs": inputs,
         "columns": columns,

@@ -78,6 +78,10 @@ pub struct RunArgs {
     /// blocks the output this long; on the same machine, not at all.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(3..))]
     pub lease_seconds: u64,
+    /// Read every input whole and recompute everyone, even where the previous run here
+    /// could be continued by reading only what is new.
+    #[arg(long)]
+    pub full_refresh: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -196,11 +200,11 @@ pub async fn open_session(project: Option<&PathBuf>) -> Result<SessionContext> {
     };
     let (ctx, project) = open_project(path).await?;
     if project.has_identity {
-        let graph = crate::identity::build(&ctx, &project, None).await?;
+        let graph = crate::identity::build(&ctx, &project, None, None).await?;
         crate::identity::register_tables(&ctx, std::sync::Arc::new(graph))?;
         // `stitched_<input>`: every input's rows with their person's c360_id.
         let now = chrono::Utc::now().timestamp_micros();
-        crate::features::FeaturePlan::for_session(&project, now, &ctx)
+        crate::features::FeaturePlan::for_session(&project, now, &ctx, None)
             .create_views(&ctx)
             .await?;
     }
@@ -251,6 +255,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     LogFormat::Text => Some(false),
                     LogFormat::Json => Some(true),
                 },
+                full_refresh: args.full_refresh,
             })
             .await?;
             println!("{}", crate::redact::redact(&report.to_string()));
@@ -263,7 +268,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 None => chrono::Utc::now().timestamp_micros(),
             };
             let plan =
-                crate::features::FeaturePlan::for_session(&project, as_of, &crate::session()?);
+                crate::features::FeaturePlan::for_session(&project, as_of, &crate::session()?, None);
             print!("{}", plan.script());
             Ok(())
         }

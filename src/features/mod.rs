@@ -133,6 +133,28 @@ pub fn id_list_column(id_type: &str) -> String {
 type At<'a> = dyn Fn(std::ops::Range<usize>, &str, String) -> Error + 'a;
 
 impl Catalog {
+    /// Features whose value can change with the as-of time alone other than through a
+    /// `window`: their definition reads the reference time or the clock.
+    pub fn clock_dependent(&self) -> Vec<&str> {
+        const CALLS: [&str; 5] = [
+            "_in_window(",
+            "now(",
+            "current_date",
+            "current_time",
+            "reference_time",
+        ];
+        self.features
+            .iter()
+            .filter(|f| {
+                let text = format!("{} {}", f.expr, f.filter.as_deref().unwrap_or_default())
+                    .to_lowercase()
+                    .replace(char::is_whitespace, "");
+                CALLS.iter().any(|c| text.contains(c))
+            })
+            .map(|f| f.name.as_str())
+            .collect()
+    }
+
     pub(crate) fn from_raw(
         features: &[Spanned<RawFeature>],
         traits: &[Spanned<RawTrait>],

@@ -27,6 +27,8 @@ pub struct FeaturePlan {
     pub parts: Vec<Step>,
     /// The statement producing `customer_360`.
     pub query: String,
+    /// Per input: the stitched view's query, its rows with their person.
+    pub stitched: BTreeMap<String, String>,
 }
 
 /// One aggregate scan: (input, filter, window) applied to all its rows.
@@ -56,13 +58,17 @@ pub fn timestamp_literal(micros: i64) -> String {
 
 impl FeaturePlan {
     /// Generates the plan of `project` for a run whose as-of time is `as_of` (UTC micros).
-    /// `aggregates` names the session's aggregate functions.
+    /// `aggregates` names the session's aggregate functions. With `only`, the people whose
+    /// `c360_person` that table lists in its column `person`, and no one else.
     pub fn new(
         project: &Project,
         catalog: &Catalog,
         as_of: i64,
         aggregates: &HashSet<String>,
+        only: Option<&str>,
     ) -> Self {
+        let only = only.map(|table| format!("c360_person IN (SELECT person FROM {table})"));
+        let mut stitched_queries = BTreeMap::new();
         let config = &project.identity;
         let mut views = vec![];
         for input in project.inputs.iter().filter(|i| !i.ids.is_empty()) {
@@ -85,14 +91,19 @@ impl FeaturePlan {
                 }
             };
             let (key, person) = (lookup("person_key"), lookup("canonical_id"));
+            let select = format!(
+                "SELECT {key} AS c360_person, {person} AS c360_id, *\nFROM {}",
+                quote(&input.name)
+            );
+            let view = match &only {
+                Some(only) => format!("SELECT *\nFROM (\n{}\n)\nWHERE {only}", indent(&select)),
+                None => select.clone(),
+            };
             views.push(Step {
                 title: format!("stitched rows of {}", input.name),
-                sql: format!(
-                    "CREATE VIEW {} AS\nSELECT {key} AS c360_person, {person} AS c360_id, *\nFROM {}",
-                    stitched(&input.name),
-                    quote(&input.name)
-                ),
+                sql: format!("CREATE VIEW {} AS\n{view}", stitched(&input.name)),
             });
+            stitched_queries.insert(input.name.clone(), select);
         }
 
         let event_time = |input: &str| {
@@ -104,7 +115,10 @@ impl FeaturePlan {
         };
         let mut ctes: Vec<(String, String)> = vec![];
         let mut parts = vec![];
-        let people = people_sql(&config.priority);
+        let mut people = people_sql(&config.priority);
+        if let Some(only) = &only {
+            people.push_str(&format!("\nWHERE {only}"));
+        }
         ctes.push(("people".into(), people.clone()));
         parts.push(Step {
             title: "people: one row per canonical id, identifiers grouped by type".into(),
@@ -280,18 +294,46 @@ impl FeaturePlan {
             views,
             parts,
             query,
+            stitched: stitched_queries,
         }
     }
 
-    /// The plan of `project` for a run in `ctx`, whose functions it may use.
-    pub fn for_session(project: &Project, as_of: i64, ctx: &SessionContext) -> Self {
+    /// The plan of `project` for a run in `ctx`, whose functions it may use; with `only`,
+    /// for the people that table lists.
+    pub fn for_session(
+        project: &Project,
+        as_of: i64,
+        ctx: &SessionContext,
+        only: Option<&str>,
+    ) -> Self {
         let aggregates = ctx
             .state()
             .aggregate_functions()
             .keys()
             .map(|k| k.to_lowercase())
             .collect();
-        Self::new(project, &project.catalog, as_of, &aggregates)
+        Self::new(project, &project.catalog, as_of, &aggregates, only)
+    }
+
+    /// Queries of the people with rows that left a feature's window between the as-of
+    /// times `since` and `as_of`: their features change with nothing new read.
+    pub fn window_leavers(&self, project: &Project, since: i64, as_of: i64) -> Vec<String> {
+        project
+            .catalog
+            .features
+            .iter()
+            .filter_map(|f| {
+                let (input, window) = (f.input.as_ref()?, f.window.as_ref()?);
+                let time = project.inputs.iter().find(|i| &i.name == input)?.event_time.as_ref()?;
+                let (t, w) = (quote(time), text(window));
+                Some(format!(
+                    "SELECT DISTINCT c360_person\nFROM (\n{}\n)\nWHERE c360_person IS NOT NULL\n  AND {t} > {} - INTERVAL {w}\n  AND {t} <= {} - INTERVAL {w}",
+                    indent(self.stitched.get(input)?),
+                    timestamp_literal(since),
+                    timestamp_literal(as_of),
+                ))
+            })
+            .collect()
     }
 
     /// Creates the stitched views in `ctx`.

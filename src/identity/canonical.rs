@@ -36,85 +36,113 @@ pub enum Change {
     SplitFrom(Vec<String>),
 }
 
+/// A member's place in "earliest first": when it was first seen, then its type and value.
+/// Unique within a graph, so it orders components whatever order they were built in.
+type Earliest<'a> = (i64, &'a str, &'a str);
+
+fn earliest<'a>(m: &Member<'a>) -> Earliest<'a> {
+    (m.first_seen, m.id_type, m.value)
+}
+
 /// A previous id and where its identifiers went.
-struct Offer {
+struct Offer<'a> {
     /// When its previous cluster was first seen.
     first_seen: i64,
     /// Component -> how many of its identifiers landed there.
     parts: HashMap<usize, usize>,
-    /// `(first seen, component)` of its earliest identifier.
-    earliest: (i64, usize),
+    /// Its earliest identifier, and the component it landed in.
+    earliest: (Earliest<'a>, usize),
 }
 
-/// Assigns an id to each component (a list of members); returns ids and changes.
+/// Assigns an id to each component (a list of members); returns ids and changes. Ties
+/// break on identifiers, never on the order of components or members, so a graph built
+/// incrementally is named as the same graph built at once.
 pub fn assign(components: &[Vec<Member<'_>>]) -> Vec<(String, Change)> {
-    let mut offers: HashMap<&str, Offer> = HashMap::new();
+    let firsts: Vec<Earliest<'_>> = components
+        .iter()
+        .map(|members| {
+            members
+                .iter()
+                .map(earliest)
+                .min()
+                .expect("components are not empty")
+        })
+        .collect();
+    let mut offers: HashMap<&str, Offer<'_>> = HashMap::new();
     for (c, members) in components.iter().enumerate() {
         for m in members {
             if let Some((prev, first_seen)) = m.previous {
                 let o = offers.entry(prev).or_insert(Offer {
                     first_seen,
                     parts: HashMap::new(),
-                    earliest: (i64::MAX, c),
+                    earliest: (earliest(m), c),
                 });
                 *o.parts.entry(c).or_default() += 1;
-                o.earliest = o.earliest.min((m.first_seen, c));
+                o.earliest = o.earliest.min((earliest(m), c));
             }
         }
     }
-    // Step 1: each previous id to its largest part.
+    // Step 1: each previous id to its largest part (ties: the part holding its earliest
+    // identifier, then the part with the earliest identifier).
     let mut awarded: Vec<Vec<(i64, &str)>> = vec![vec![]; components.len()];
     for (prev, offer) in &offers {
         let best = offer
             .parts
             .iter()
-            .max_by_key(|(c, n)| (**n, **c == offer.earliest.1, std::cmp::Reverse(**c)))
+            .max_by_key(|(c, n)| {
+                (
+                    **n,
+                    **c == offer.earliest.1,
+                    std::cmp::Reverse(firsts[**c]),
+                )
+            })
             .map(|(c, _)| *c)
             .expect("an offered id has a part");
         awarded[best].push((offer.first_seen, prev));
     }
-    // Step 2: the oldest awarded id wins; step 3: fresh ids.
-    let mut used: BTreeSet<String> = offers.keys().map(|s| s.to_string()).collect();
-    let mut out = Vec::with_capacity(components.len());
-    for (c, members) in components.iter().enumerate() {
-        let mut ids = awarded[c].clone();
+    // Step 2: the oldest awarded id wins.
+    let mut out: Vec<Option<(String, Change)>> = vec![None; components.len()];
+    let mut fresh = vec![];
+    for (c, ids) in awarded.iter_mut().enumerate() {
         ids.sort();
-        let previous_here: BTreeSet<&str> = members
-            .iter()
-            .filter_map(|m| m.previous.map(|p| p.0))
-            .collect();
-        if let Some((_, keep)) = ids.first() {
-            let absorbed: Vec<String> = ids[1..].iter().map(|(_, p)| p.to_string()).collect();
-            let change = if absorbed.is_empty() {
-                Change::Kept
-            } else {
-                Change::Merged(absorbed)
-            };
-            out.push((keep.to_string(), change));
-            continue;
+        match ids.first() {
+            Some((_, keep)) => {
+                let absorbed: Vec<String> = ids[1..].iter().map(|(_, p)| p.to_string()).collect();
+                let change = match absorbed.is_empty() {
+                    true => Change::Kept,
+                    false => Change::Merged(absorbed),
+                };
+                out[c] = Some((keep.to_string(), change));
+            }
+            None => fresh.push(c),
         }
-        let earliest = members
-            .iter()
-            .min_by(|a, b| {
-                (a.first_seen, a.id_type, a.value).cmp(&(b.first_seen, b.id_type, b.value))
-            })
-            .expect("components are not empty");
+    }
+    // Step 3: fresh ids, earliest component first, so salts go the same way every time.
+    fresh.sort_unstable_by_key(|&c| firsts[c]);
+    let mut used: BTreeSet<String> = offers.keys().map(|s| s.to_string()).collect();
+    for c in fresh {
+        let (_, id_type, value) = firsts[c];
         let mut salt = 0;
         let id = loop {
-            let id = fresh_id(earliest.id_type, earliest.value, salt);
+            let id = fresh_id(id_type, value, salt);
             if used.insert(id.clone()) {
                 break id;
             }
             salt += 1;
         };
-        let change = if previous_here.is_empty() {
-            Change::Appeared
-        } else {
-            Change::SplitFrom(previous_here.iter().map(|s| s.to_string()).collect())
+        let previous_here: BTreeSet<&str> = components[c]
+            .iter()
+            .filter_map(|m| m.previous.map(|p| p.0))
+            .collect();
+        let change = match previous_here.is_empty() {
+            true => Change::Appeared,
+            false => Change::SplitFrom(previous_here.iter().map(|s| s.to_string()).collect()),
         };
-        out.push((id, change));
+        out[c] = Some((id, change));
     }
-    out
+    out.into_iter()
+        .map(|named| named.expect("every component is named"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -113,14 +113,17 @@ impl Blocklist {
     /// The rule that blocks `value`, if any.
     pub fn rule_for(&self, value: &str) -> Option<String> {
         if self.exact.contains(value) {
-            return Some(format!("blocklist: '{value}'"));
+            return Some(format!("{BLOCKLIST_RULE} '{value}'"));
         }
         self.patterns
             .iter()
             .find(|(_, re)| re.is_match(value))
-            .map(|(src, _)| format!("blocklist: {src}"))
+            .map(|(src, _)| format!("{BLOCKLIST_RULE} {src}"))
     }
 }
+
+/// How quarantine entries of blocklisted values begin.
+pub const BLOCKLIST_RULE: &str = "blocklist:";
 
 /// The validated `[identity]` section.
 #[derive(Debug, Clone)]
@@ -136,6 +139,28 @@ pub struct IdentityConfig {
 }
 
 impl IdentityConfig {
+    /// Everything the configuration says, in a fixed order: what its signature hashes.
+    pub fn canonical_text(&self) -> String {
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v.join(";")
+        };
+        let blocklists = self.blocklist.iter().map(|(t, b)| {
+            let mut exact: Vec<&String> = b.exact.iter().collect();
+            exact.sort();
+            let patterns: Vec<&String> = b.patterns.iter().map(|(p, _)| p).collect();
+            format!("{t}={exact:?}{patterns:?}")
+        });
+        format!(
+            "priority={:?}|normalize={}|blocklist={}|hubs={}|limits={}",
+            self.priority,
+            sorted(self.normalize.iter().map(|(t, n)| format!("{t}={n:?}")).collect()),
+            sorted(blocklists.collect()),
+            sorted(self.hubs.iter().map(|((a, b), n)| format!("{a}>{b}={n}")).collect()),
+            sorted(self.limits.iter().map(|(t, n)| format!("{t}={n}")).collect()),
+        )
+    }
+
     /// Validates `raw` against the id types the inputs declare. `at` turns a span, a key and
     /// a message into an error naming the line.
     pub(crate) fn from_raw<E>(

@@ -82,12 +82,18 @@ pub struct IdentityGraph {
     text_bytes: usize,
     pub edges: Vec<Edge>,
     pub quarantine: Vec<Quarantined>,
-    /// Per input (in `inputs` order): rows read.
+    /// Per input (in `inputs` order): rows read, by this run and the runs it continues.
     pub rows_read: Vec<u64>,
+    /// Per node: whether this run read a row carrying it (every node, unless the graph
+    /// continues a previous run's).
+    touched: Vec<bool>,
     /// Per node: index into `canonical`.
     component: Vec<u32>,
     /// Per component: its id and what happened to it since the previous graph.
     canonical: Vec<(String, Change)>,
+    /// Per component: no row read this run carries its identifiers, and they are exactly
+    /// one previous person's, whose id it keeps: its features can only change with time.
+    pub unchanged: Vec<bool>,
 }
 
 /// Union-find over dense node ids, with per-component counts of each id type for limits.
@@ -189,11 +195,35 @@ impl IdentityGraph {
                 self.first_seen.push(i64::MAX);
                 self.last_seen.push(i64::MIN);
                 self.sources.push(0);
+                self.touched.push(false);
                 n
             }
         };
         self.sources[n as usize] |= 1 << input.min(63);
         n
+    }
+
+    /// The node of `value`, added if new, seen in no input yet.
+    fn intern_unseen(&mut self, t: u16, value: &str) -> u32 {
+        let known = self
+            .index
+            .get(t as usize)
+            .is_some_and(|i| i.contains_key(value));
+        let n = self.intern(t, value, 0);
+        if !known {
+            self.sources[n as usize] = 0;
+        }
+        n
+    }
+
+    /// An edge's ends in (type, value) order: tables and quarantine entries name them the
+    /// same way however the graph was built.
+    fn oriented(&self, a: u32, b: u32) -> (u32, u32) {
+        let key = |n: u32| (self.node_type[n as usize], &self.node_value[n as usize]);
+        match key(a) <= key(b) {
+            true => (a, b),
+            false => (b, a),
+        }
     }
 
     /// Widens node `n`'s first and last seen to include `[first, last]`.
@@ -287,26 +317,29 @@ pub async fn build(
     ctx: &SessionContext,
     project: &Project,
     previous: Option<&Previous>,
+    seed: Option<Seed>,
 ) -> Result<IdentityGraph> {
     let config = &project.identity;
-    let mut g = IdentityGraph {
-        types: config.priority.clone(),
-        ..Default::default()
-    };
+    let Seed {
+        graph: mut g,
+        mut blocked,
+    } = seed.unwrap_or_else(|| Seed::empty(project));
     let mut reservation =
         MemoryConsumer::new("identity graph").register(&ctx.runtime_env().memory_pool);
-    // Per id type: blocklisted value -> (rule, rows).
-    let mut blocked: Vec<HashMap<Box<str>, (String, u64)>> = vec![HashMap::new(); g.types.len()];
-    let mut edge_index: HashMap<(u32, u32, u16), usize> = HashMap::new();
+    let mut edge_index: HashMap<(u32, u32, u16), usize> = g
+        .edges
+        .iter()
+        .enumerate()
+        .map(|(i, e)| ((e.a.min(e.b), e.a.max(e.b), e.input), i))
+        .collect();
+    grow(&mut reservation, g.bytes() + edge_index.len() * 24)?;
     let blocklists: Arc<Vec<Option<Blocklist>>> = Arc::new(
         g.types
             .iter()
             .map(|t| config.blocklist.get(t).cloned())
             .collect(),
     );
-    for input in project.inputs.iter().filter(|i| !i.ids.is_empty()) {
-        let input_no = g.inputs.len();
-        g.inputs.push(input.name.clone());
+    for (input_no, input) in project.inputs.iter().filter(|i| !i.ids.is_empty()).enumerate() {
         let columns: Vec<String> = input
             .ids
             .iter()
@@ -382,6 +415,161 @@ pub async fn build(
     g.quarantine
         .sort_by(|a, b| (&a.rule, &a.id_type, &a.value).cmp(&(&b.rule, &b.id_type, &b.value)));
     Ok(g)
+}
+
+/// The evidence a previous run's graph holds: identifiers with when and where they were
+/// seen, every link with its rows, and the blocklisted values met. A run that continues it
+/// adds what it reads and closes the whole again, which gives the graph a run over all the
+/// rows would have built.
+pub struct Seed {
+    graph: IdentityGraph,
+    /// Per id type: blocklisted value -> (rule, rows).
+    blocked: Vec<HashMap<Box<str>, (String, u64)>>,
+}
+
+impl Seed {
+    /// No evidence yet: the start of a full build.
+    pub fn empty(project: &Project) -> Self {
+        let graph = IdentityGraph {
+            types: project.identity.priority.clone(),
+            inputs: project
+                .inputs
+                .iter()
+                .filter(|i| !i.ids.is_empty())
+                .map(|i| i.name.clone())
+                .collect(),
+            ..Default::default()
+        };
+        let blocked = vec![HashMap::new(); graph.types.len()];
+        Self { graph, blocked }
+    }
+
+    /// The evidence in a previous run's `identity_graph`, `identity_edges` and
+    /// `identity_quarantine` tables, with `rows_read` per input (by name). Fails on
+    /// anything the project does not declare: such a graph cannot be continued.
+    pub async fn from_tables(
+        project: &Project,
+        graph: datafusion::prelude::DataFrame,
+        edges: datafusion::prelude::DataFrame,
+        quarantine: datafusion::prelude::DataFrame,
+        rows_read: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<Self> {
+        let Self {
+            graph: mut g,
+            mut blocked,
+        } = Self::empty(project);
+        let unknown = |what: &str, name: &str| {
+            Error::Output {
+                location: "identity_graph".into(),
+                message: format!("it has {what} '{name}', which the project does not declare"),
+            }
+        };
+        let input_no = |g: &IdentityGraph, name: &str| {
+            g.inputs
+                .iter()
+                .position(|i| i == name)
+                .ok_or_else(|| unknown("input", name))
+        };
+        g.rows_read = g
+            .inputs
+            .iter()
+            .map(|i| rows_read.get(i).copied().unwrap_or(0))
+            .collect();
+        let graph = graph.select_columns(&["id_type", "id_value", "first_seen", "last_seen", "sources"])?;
+        for batch in graph.collect().await? {
+            let (t, v) = (utf8(batch.column(0))?, utf8(batch.column(1))?);
+            let (first, last) = (micros(batch.column(2), i64::MAX)?, micros(batch.column(3), i64::MIN)?);
+            let sources = batch.column(4).as_list::<i32>();
+            for r in 0..batch.num_rows() {
+                let ty = g.type_id(t.as_string::<i32>().value(r)).ok_or_else(|| {
+                    unknown("id type", t.as_string::<i32>().value(r))
+                })?;
+                let value = v.as_string::<i32>().value(r);
+                let seen_in = utf8(&sources.value(r))?;
+                let seen_in = seen_in.as_string::<i32>();
+                let mut n = None;
+                for i in 0..seen_in.len() {
+                    n = Some(g.intern(ty, value, input_no(&g, seen_in.value(i))?));
+                }
+                let n = match n {
+                    Some(n) => n,
+                    None => g.intern_unseen(ty, value),
+                };
+                g.see(n, first[r], last[r]);
+            }
+        }
+        let edges = edges.select_columns(&[
+            "id_type_a", "id_value_a", "id_type_b", "id_value_b", "source", "first_seen", "last_seen", "rows",
+        ])?;
+        for batch in edges.collect().await? {
+            let columns: Vec<_> = (0..5)
+                .map(|c| utf8(batch.column(c)))
+                .collect::<Result<_>>()?;
+            let text = |c: usize, r: usize| columns[c].as_string::<i32>().value(r);
+            let (first, last) = (micros(batch.column(5), i64::MAX)?, micros(batch.column(6), i64::MIN)?);
+            let rows = cast(batch.column(7), &DataType::Int64)?;
+            let rows = rows.as_primitive::<arrow::datatypes::Int64Type>();
+            for r in 0..batch.num_rows() {
+                let end = |c: usize| {
+                    let (t, v) = (text(c, r), text(c + 1, r));
+                    g.node(t, v).ok_or_else(|| {
+                        Error::Output {
+                            location: "identity_edges".into(),
+                            message: format!("it links {t} '{v}', which identity_graph does not list"),
+                        }
+                    })
+                };
+                let (a, b) = (end(0)?, end(2)?);
+                let (a, b) = g.oriented(a, b);
+                g.edges.push(Edge {
+                    a,
+                    b,
+                    input: input_no(&g, text(4, r))? as u16,
+                    first_seen: first[r],
+                    last_seen: last[r],
+                    rows: rows.value(r).max(0) as u64,
+                    accepted: false,
+                });
+            }
+        }
+        let quarantine = quarantine
+            .filter(datafusion::prelude::col("other_type").is_null())?
+            .select_columns(&["id_type", "id_value", "rule", "rows"])?;
+        for batch in quarantine.collect().await? {
+            let columns: Vec<_> = (0..3)
+                .map(|c| utf8(batch.column(c)))
+                .collect::<Result<_>>()?;
+            let text = |c: usize, r: usize| columns[c].as_string::<i32>().value(r);
+            let rows = cast(batch.column(3), &DataType::Int64)?;
+            let rows = rows.as_primitive::<arrow::datatypes::Int64Type>();
+            for r in 0..batch.num_rows() {
+                // Hubs and limits are found again over all the evidence; only blocklisted
+                // values, which never became identifiers, are evidence themselves.
+                if !text(2, r).starts_with(config::BLOCKLIST_RULE) {
+                    continue;
+                }
+                let t = g.type_id(text(0, r)).ok_or_else(|| unknown("id type", text(0, r)))?;
+                blocked[t as usize].insert(
+                    text(1, r).into(),
+                    (text(2, r).to_string(), rows.value(r).max(0) as u64),
+                );
+            }
+        }
+        Ok(Self { graph: g, blocked })
+    }
+}
+
+fn utf8(a: &arrow::array::ArrayRef) -> Result<arrow::array::ArrayRef> {
+    Ok(cast(a, &DataType::Utf8)?)
+}
+
+/// A timestamp column as UTC micros, NULL (never seen) as `null`.
+fn micros(a: &arrow::array::ArrayRef, null: i64) -> Result<Vec<i64>> {
+    let ts = cast(a, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let ts = ts.as_primitive::<TimestampMicrosecondType>();
+    Ok((0..ts.len())
+        .map(|i| if ts.is_valid(i) { ts.value(i) } else { null })
+        .collect())
 }
 
 /// The type event times are read as.
@@ -507,6 +695,7 @@ fn merge_part(
         .map(|((t, value), &(first, last))| {
             let n = g.intern(*t, value, input);
             g.see(n, first, last);
+            g.touched[n as usize] = true;
             n
         })
         .collect();
@@ -521,9 +710,10 @@ fn merge_part(
         let (a, b) = (global[center as usize], global[other as usize]);
         let key = (a.min(b), a.max(b), input as u16);
         let i = *edge_index.entry(key).or_insert_with(|| {
+            let (a, b) = g.oriented(a, b);
             g.edges.push(Edge {
-                a: key.0,
-                b: key.1,
+                a,
+                b,
                 input: key.2,
                 first_seen: i64::MAX,
                 last_seen: i64::MIN,
@@ -693,7 +883,33 @@ fn name_components(g: &mut IdentityGraph, previous: Option<&Previous>) {
         });
     }
     let named = canonical::assign(&members);
+    // A person is unchanged when no row read this run carries one of its identifiers and
+    // its identifiers are exactly one previous person's, under the id it keeps.
+    let unchanged: Vec<bool> = match previous {
+        None => vec![false; named.len()],
+        Some(p) => {
+            let mut sizes: HashMap<&str, usize> = HashMap::new();
+            for (id, _) in p.values() {
+                *sizes.entry(id.as_str()).or_default() += 1;
+            }
+            members
+                .iter()
+                .zip(&named)
+                .map(|(members, (id, _))| {
+                    sizes.get(id.as_str()) == Some(&members.len())
+                        && members.iter().all(|m| m.previous.map(|p| p.0) == Some(id.as_str()))
+                })
+                .collect()
+        }
+    };
+    let mut unchanged = unchanged;
+    for (node, &c) in g.component.iter().enumerate() {
+        if g.touched[node] {
+            unchanged[c as usize] = false;
+        }
+    }
     g.canonical = named;
+    g.unchanged = unchanged;
 }
 
 /// The graph's tables, for queries: `identity_graph`, `identity_quarantine`,
@@ -774,7 +990,7 @@ pub async fn run(
     out: &std::path::Path,
 ) -> Result<IdentityGraph> {
     let previous = load_previous(ctx, &out.join("identity_graph.parquet")).await?;
-    let graph = build(ctx, project, previous.as_ref()).await?;
+    let graph = build(ctx, project, previous.as_ref(), None).await?;
     for (name, table) in graph.output_tables()? {
         let batches = ctx.read_table(table.clone())?.collect().await?;
         let path = out.join(format!("{name}.parquet"));

@@ -238,6 +238,42 @@ pub async fn delta_version_at(
     }
 }
 
+/// The data files (URIs) of version `version` of the Delta table at `url`.
+pub async fn delta_files(url: &Url, storage: &StorageOptions, version: u64) -> Result<Vec<String>> {
+    let table = delta_builder(url, storage)?
+        .with_version(version)
+        .load()
+        .await
+        .map_err(|e| Error::location(url.as_str(), e))?;
+    let files = table
+        .get_file_uris()
+        .map_err(|e| Error::location(url.as_str(), e))?;
+    Ok(files.collect())
+}
+
+/// Version `version` of the Delta table at `url`, reading only `files` (URIs of its data
+/// files, as [`delta_files`] gives them).
+pub async fn open_delta_files(
+    state: &dyn Session,
+    url: &Url,
+    storage: &StorageOptions,
+    version: u64,
+    files: &[String],
+) -> Result<Arc<dyn TableProvider>> {
+    let table = delta_builder(url, storage)?
+        .with_version(version)
+        .load()
+        .await
+        .map_err(|e| Error::location(url.as_str(), e))?;
+    storage::register_store(state.runtime_env(), url, storage)?;
+    let state = session_state(state)?.clone();
+    Ok(table
+        .table_provider()
+        .with_file_paths(files.iter().cloned())
+        .with_session(Arc::new(state))
+        .await?)
+}
+
 async fn open_delta(
     state: &dyn Session,
     location: &str,

@@ -4,6 +4,7 @@
 
 mod factory;
 pub mod storage;
+mod subset;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use factory::{delta_version_at, LakeTableFactory};
+pub use subset::FileSubset;
 pub use storage::{resolve_location, StorageOptions};
 
 use crate::error::{Error, Result};
@@ -199,6 +201,26 @@ pub(crate) async fn find_bad_parquet(
     None
 }
 
+/// `full` (opened from `spec`, pinned as [`pin`] pins it) reading only `files`, keys of
+/// its snapshot's listing.
+pub async fn open_files(
+    state: &dyn Session,
+    full: Arc<dyn TableProvider>,
+    spec: &TableSpec,
+    files: &[String],
+) -> Result<Arc<dyn TableProvider>> {
+    match (spec.format, &spec.time_travel) {
+        (Format::Delta, TimeTravel::Version(v)) => {
+            let url = resolve_location(&spec.location, None)?;
+            factory::open_delta_files(state, &url, &spec.storage, *v as u64, files).await
+        }
+        _ => Ok(Arc::new(FileSubset::new(
+            full,
+            files.iter().cloned().collect(),
+        ))),
+    }
+}
+
 /// Delta when a `_delta_log/` sits under the location, Parquet otherwise.
 pub async fn detect_format(url: &Url, storage: &StorageOptions) -> Result<Format> {
     if has_glob(url) || url.path().ends_with(".parquet") {
@@ -229,6 +251,11 @@ pub struct Snapshot {
     pub last_modified: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Every data file read: object-store path (Parquet) or URI (Delta) -> size and last
+    /// change in micros (0 for Delta, whose files never change). What incremental runs
+    /// compare; too long for the catalog.
+    #[serde(skip)]
+    pub listing: std::collections::BTreeMap<String, (u64, i64)>,
 }
 
 /// Pins `spec` to what is there now (or at `as_of` for a Delta table without an explicit
@@ -248,6 +275,11 @@ pub async fn pin(spec: &TableSpec, as_of: Option<&str>) -> Result<(TableSpec, Sn
             TimeTravel::Latest => delta_version_at(&url, &spec.storage, as_of).await?,
         };
         pinned.time_travel = TimeTravel::Version(version as i64);
+        let listing = factory::delta_files(&url, &spec.storage, version)
+            .await?
+            .into_iter()
+            .map(|uri| (uri, (0, 0)))
+            .collect();
         let snapshot = Snapshot {
             format: "delta".into(),
             version: Some(version),
@@ -255,6 +287,7 @@ pub async fn pin(spec: &TableSpec, as_of: Option<&str>) -> Result<(TableSpec, Sn
             bytes: None,
             last_modified: None,
             note,
+            listing,
         };
         return Ok((pinned, snapshot));
     }
@@ -262,8 +295,9 @@ pub async fn pin(spec: &TableSpec, as_of: Option<&str>) -> Result<(TableSpec, Sn
     let store = storage::object_store_for(&url, &spec.storage)?;
     let prefix = object_path(&url)?;
     let (mut files, mut bytes, mut latest) = (0usize, 0u64, None);
-    let mut listing = store.list(Some(&prefix));
-    while let Some(meta) = listing.next().await {
+    let mut listing = std::collections::BTreeMap::new();
+    let mut listed = store.list(Some(&prefix));
+    while let Some(meta) = listed.next().await {
         let meta = meta.map_err(|e| Error::location(url.as_str(), e))?;
         if meta
             .location
@@ -275,10 +309,18 @@ pub async fn pin(spec: &TableSpec, as_of: Option<&str>) -> Result<(TableSpec, Sn
         files += 1;
         bytes += meta.size;
         latest = latest.max(Some(meta.last_modified));
+        listing.insert(
+            meta.location.to_string(),
+            (meta.size, meta.last_modified.timestamp_micros()),
+        );
     }
     if files == 0 {
         if let Ok(meta) = store.head(&prefix).await {
             (files, bytes, latest) = (1, meta.size, Some(meta.last_modified));
+            listing.insert(
+                meta.location.to_string(),
+                (meta.size, meta.last_modified.timestamp_micros()),
+            );
         }
     }
     let snapshot = Snapshot {
@@ -288,6 +330,7 @@ pub async fn pin(spec: &TableSpec, as_of: Option<&str>) -> Result<(TableSpec, Sn
         bytes: Some(bytes),
         last_modified: latest.map(|t| t.to_rfc3339()),
         note: None,
+        listing,
     };
     Ok((pinned, snapshot))
 }

@@ -54,7 +54,7 @@ async fn graph_of(
     let ctx = c360::session().unwrap();
     let project = Project::load(dir.join("c360.toml")).unwrap();
     project.register_inputs(&ctx).await.unwrap();
-    let g = identity::build(&ctx, &project, previous).await.unwrap();
+    let g = identity::build(&ctx, &project, previous, None).await.unwrap();
     (ctx, g)
 }
 
@@ -357,7 +357,7 @@ async fn tiny_graph(rows: &[(&str, &str, &str, u32)], identity: &str) -> Identit
     std::fs::write(&path, toml).unwrap();
     let project = Project::load(&path).unwrap();
     project.register_inputs(&ctx).await.unwrap();
-    identity::build(&ctx, &project, None).await.unwrap()
+    identity::build(&ctx, &project, None, None).await.unwrap()
 }
 
 /// Limits keep the most trusted, earliest evidence and quarantine the rest, naming the rule.
