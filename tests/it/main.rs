@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod generate;
 mod identity;
+mod incremental;
 mod lake;
 mod publish;
 mod run;

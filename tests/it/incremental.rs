@@ -1,0 +1,283 @@
+//! Incremental runs: on lakes that grow by random appends (new Parquet files in
+//! hive-partitioned and plain folders, new Delta commits) and as-of times that move, a run
+//! continuing the previous one publishes exactly what a full run over the same data does.
+
+use std::path::{Path, PathBuf};
+
+use arrow::util::pretty::pretty_format_batches;
+use c360::generate::{generate, GenerateOptions, LakeFormat};
+use c360::output::TableFormat;
+use c360::project::Project;
+use c360::run::{run, RunOptions, RunReport};
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::prelude::SessionContext;
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTable;
+use rand::{Rng, SeedableRng};
+
+use crate::common::DEMO_TABLES;
+
+/// Every table a run publishes.
+const TABLES: [&str; 5] = [
+    "customer_360",
+    "identity_graph",
+    "identity_quarantine",
+    "identity_edges",
+    "identity_changes",
+];
+
+/// The generated lake's rows of each input, dealt into `parts` parts that are appended to
+/// a second lake one at a time.
+struct GrowingLake {
+    source: SessionContext,
+    dir: PathBuf,
+    parts: usize,
+    /// Per input (in `DEMO_TABLES` order): parts appended so far.
+    appended: Vec<usize>,
+}
+
+impl GrowingLake {
+    async fn new(root: &Path, parts: usize) -> Self {
+        let source = root.join("source");
+        generate(&GenerateOptions {
+            customers: 120,
+            out: source.clone(),
+            seed: 11,
+            format: LakeFormat::Both,
+        })
+        .await
+        .unwrap();
+        let ctx = c360::session().unwrap();
+        Project::load(source.join("c360.toml"))
+            .unwrap()
+            .register_inputs(&ctx)
+            .await
+            .unwrap();
+        let dir = root.join("lake");
+        std::fs::create_dir_all(&dir).unwrap();
+        // The same project, with the 30-day revenue as a window rather than a function
+        // of the reference time, so moving the as-of time recomputes only those it moves.
+        let toml = std::fs::read_to_string(source.join("c360.toml"))
+            .unwrap()
+            .replace(
+                "expr = \"sum_in_window(amount, ts, INTERVAL '30 days')\"",
+                "expr = \"sum(amount)\"\nwindow = \"30 days\"",
+            );
+        assert!(toml.contains("window = \"30 days\""));
+        std::fs::write(dir.join("c360.toml"), toml).unwrap();
+        Self {
+            source: ctx,
+            dir,
+            parts,
+            appended: vec![0; DEMO_TABLES.len()],
+        }
+    }
+
+    fn project(&self) -> PathBuf {
+        self.dir.join("c360.toml")
+    }
+
+    /// Appends the next part of input `i`, if any is left: a new Parquet file in each
+    /// partition folder it has rows for, or a new Delta commit.
+    async fn append(&mut self, i: usize) {
+        if self.appended[i] == self.parts {
+            return;
+        }
+        let (name, part) = (DEMO_TABLES[i], self.appended[i]);
+        self.appended[i] += 1;
+        let all = self.source.table(name).await.unwrap().collect().await.unwrap();
+        let all = arrow::compute::concat_batches(&all[0].schema(), &all).unwrap();
+        let mine: arrow::array::BooleanArray = (0..all.num_rows())
+            .map(|r| Some(r % self.parts == part))
+            .collect();
+        let mine = arrow::compute::filter_record_batch(&all, &mine).unwrap();
+        let rows = self.source.read_batch(mine).unwrap();
+        let parquet = self.dir.join("parquet").join(name);
+        let delta = self.dir.join("delta").join(name);
+        if self.source_has(&format!("parquet/{name}")) {
+            std::fs::create_dir_all(&parquet).unwrap();
+            let partitions = match name {
+                "tracks" => vec!["event_month".to_string()],
+                _ => vec![],
+            };
+            let folder = format!("{}/", parquet.display());
+            rows.write_parquet(
+                &folder,
+                DataFrameWriteOptions::new().with_partition_by(partitions),
+                None,
+            )
+            .await
+            .unwrap();
+        } else {
+            std::fs::create_dir_all(&delta).unwrap();
+            let batches = rows.collect().await.unwrap();
+            let url = url::Url::from_directory_path(&delta).unwrap();
+            DeltaTable::try_from_url(url)
+                .await
+                .unwrap()
+                .write(batches)
+                .with_save_mode(SaveMode::Append)
+                .await
+                .unwrap();
+        }
+    }
+
+    fn source_has(&self, location: &str) -> bool {
+        let toml = std::fs::read_to_string(self.project()).unwrap();
+        toml.contains(&format!("location = \"{location}\""))
+    }
+}
+
+async fn run_into(project: &Path, out: &Path, as_of: &str, full_refresh: bool) -> RunReport {
+    run(&RunOptions {
+        as_of: Some(as_of.to_string()),
+        format: TableFormat::Parquet,
+        full_refresh,
+        ..RunOptions::new(project, out.display().to_string())
+    })
+    .await
+    .unwrap()
+}
+
+/// Every row of a published table, sorted on every column.
+async fn dump(out: &Path, table: &str) -> String {
+    let ctx = SessionContext::new();
+    let path = out.join(format!("{table}.parquet"));
+    ctx.register_parquet("t", path.to_str().unwrap(), Default::default())
+        .await
+        .unwrap();
+    let columns = ctx.table("t").await.unwrap().schema().fields().len();
+    let order: Vec<String> = (1..=columns).map(|c| c.to_string()).collect();
+    let sql = format!("SELECT * FROM t ORDER BY {}", order.join(", "));
+    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    pretty_format_batches(&batches).unwrap().to_string()
+}
+
+async fn assert_same_output(a: &Path, b: &Path, step: usize) {
+    for table in TABLES {
+        let (x, y) = (dump(a, table).await, dump(b, table).await);
+        assert!(x == y, "step {step}: {table} differs\nincremental:\n{x}\nfull:\n{y}");
+    }
+}
+
+#[tokio::test]
+async fn random_appends_publish_what_a_full_run_does() {
+    let root = tempfile::tempdir().unwrap();
+    let mut lake = GrowingLake::new(root.path(), 4).await;
+    let (inc, full) = (root.path().join("inc"), root.path().join("full"));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    // As-of times: some repeat, some move forward past rows already in the lake.
+    let as_of = [
+        "2026-02-01T00:00:00Z",
+        "2026-02-01T00:00:00Z",
+        "2026-04-10T00:00:00Z",
+        "2026-04-10T00:00:00Z",
+        "2026-06-30T00:00:00Z",
+        "2026-06-30T00:00:00Z",
+    ];
+    let mut partial = false;
+    for (step, at) in as_of.iter().enumerate() {
+        for i in 0..DEMO_TABLES.len() {
+            // Every input exists from the start; later parts land at random, and all by
+            // the last step.
+            if step == 0 || step == as_of.len() - 1 || rng.random_bool(0.5) {
+                lake.append(i).await;
+            }
+        }
+        let continued = run_into(&lake.project(), &inc, at, false).await;
+        let whole = run_into(&lake.project(), &full, at, true).await;
+        assert_eq!(whole.mode, "full");
+        if step > 0 {
+            assert_eq!(continued.mode, "incremental", "step {step}");
+            assert!(continued.rows_in < whole.rows_in, "step {step}: read everything again");
+        }
+        assert_same_output(&inc, &full, step).await;
+        let people = whole.tables[0].rows;
+        partial |= step > 0 && continued.recomputed < people;
+    }
+    assert!(partial, "no step recomputed only some people");
+
+    // Nothing new, same time: nothing read, nobody recomputed, the same output.
+    let last = as_of[as_of.len() - 1];
+    let again = run_into(&lake.project(), &inc, last, false).await;
+    run_into(&lake.project(), &full, last, true).await;
+    assert_eq!((again.mode.as_str(), again.rows_in, again.recomputed), ("incremental", 0, 0));
+    assert_same_output(&inc, &full, as_of.len()).await;
+
+    // A new feature definition: everyone's features are computed again, the graph is not.
+    let toml = std::fs::read_to_string(lake.project()).unwrap()
+        + "\n[[features]]\nname = \"n_payments\"\ninput = \"payments\"\nexpr = \"count(*)\"\n";
+    std::fs::write(lake.project(), toml).unwrap();
+    let changed = run_into(&lake.project(), &inc, last, false).await;
+    let whole = run_into(&lake.project(), &full, last, true).await;
+    assert_eq!((changed.mode.as_str(), changed.rows_in), ("incremental", 0));
+    assert_eq!(changed.recomputed, whole.tables[0].rows);
+    assert_same_output(&inc, &full, as_of.len() + 1).await;
+}
+
+/// What the run report says of the last run into `out`.
+fn report(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("run_report.json")).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn changes_a_run_cannot_continue_force_a_full_run_and_say_why() {
+    let root = tempfile::tempdir().unwrap();
+    let mut lake = GrowingLake::new(root.path(), 2).await;
+    for i in 0..DEMO_TABLES.len() {
+        lake.append(i).await;
+    }
+    let out = root.path().join("out");
+    let at = "2026-06-30T00:00:00Z";
+    let first = run_into(&lake.project(), &out, at, false).await;
+    assert_eq!(first.mode, "full");
+    assert_eq!(report(&out)["reason"], "no previous run here");
+
+    let forced = run_into(&lake.project(), &out, at, true).await;
+    assert_eq!(forced.mode, "full");
+    assert_eq!(report(&out)["reason"], "--full-refresh");
+
+    // An earlier as-of time.
+    run_into(&lake.project(), &out, "2026-05-01T00:00:00Z", false).await;
+    assert_eq!(report(&out)["reason"], "the as-of time is before the previous run's");
+    run_into(&lake.project(), &out, at, false).await;
+
+    // A rewritten Parquet file: its rows may be anything now.
+    let identifies = lake.dir.join("parquet/identifies");
+    let file = std::fs::read_dir(&identifies)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let moved = identifies.join("moved.parquet");
+    std::fs::write(&moved, &bytes).unwrap();
+    let after = run_into(&lake.project(), &out, at, false).await;
+    assert_eq!(after.mode, "full");
+    let reason = report(&out)["reason"].as_str().unwrap().to_string();
+    assert!(reason.starts_with("input 'identifies': ") && reason.ends_with("was removed"), "{reason}");
+
+    // A changed identity configuration.
+    let before = std::fs::read_to_string(lake.project()).unwrap();
+    let toml = before.replace("[identity.limits]\nuser_id = 1", "[identity.limits]\nuser_id = 2");
+    assert_ne!(toml, before);
+    std::fs::write(lake.project(), toml).unwrap();
+    let after = run_into(&lake.project(), &out, at, false).await;
+    assert_eq!(after.mode, "full");
+    assert_eq!(
+        report(&out)["reason"],
+        "the identity configuration or the inputs changed"
+    );
+
+    // Continued once more, then the previous graph is damaged: a full run, not a wrong one.
+    lake.append(0).await;
+    let next = run_into(&lake.project(), &out, at, false).await;
+    assert_eq!(next.mode, "incremental");
+    std::fs::remove_file(out.join("identity_edges.parquet")).unwrap();
+    lake.append(1).await;
+    let after = run_into(&lake.project(), &out, at, false).await;
+    assert_eq!(after.mode, "full");
+    let reason = report(&out)["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("previous graph cannot be continued"), "{reason}");
+}
