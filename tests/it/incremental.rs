@@ -166,21 +166,25 @@ async fn random_appends_publish_what_a_full_run_does() {
     let mut lake = GrowingLake::new(root.path(), 4).await;
     let (inc, full) = (root.path().join("inc"), root.path().join("full"));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    // As-of times: some repeat, some move forward past rows already in the lake.
+    // As-of times: some repeat, some move forward past rows already in the lake, and the
+    // last ones past the lake's last day, where only windows move.
+    const ALL_IN: &str = "2026-06-30T00:00:00Z";
     let as_of = [
         "2026-02-01T00:00:00Z",
         "2026-02-01T00:00:00Z",
         "2026-04-10T00:00:00Z",
         "2026-04-10T00:00:00Z",
-        "2026-06-30T00:00:00Z",
-        "2026-06-30T00:00:00Z",
+        ALL_IN,
+        ALL_IN,
+        "2026-07-12T00:00:00Z",
+        "2026-07-24T00:00:00Z",
     ];
-    let mut partial = false;
+    let (mut partial, mut windows) = (false, false);
     for (step, at) in as_of.iter().enumerate() {
         for i in 0..DEMO_TABLES.len() {
             // Every input exists from the start; later parts land at random, and all by
-            // the last step.
-            if step == 0 || step == as_of.len() - 1 || rng.random_bool(0.5) {
+            // ALL_IN.
+            if step == 0 || *at == ALL_IN || rng.random_bool(0.5) {
                 lake.append(i).await;
             }
         }
@@ -194,8 +198,10 @@ async fn random_appends_publish_what_a_full_run_does() {
         assert_same_output(&inc, &full, step).await;
         let people = whole.tables[0].rows;
         partial |= step > 0 && continued.recomputed < people;
+        windows |= step > 0 && continued.rows_in == 0 && continued.recomputed > 0;
     }
     assert!(partial, "no step recomputed only some people");
+    assert!(windows, "no step recomputed people whose rows only left a window");
 
     // Nothing new, same time: nothing read, nobody recomputed, the same output.
     let last = as_of[as_of.len() - 1];
