@@ -137,6 +137,15 @@ impl S3 {
 
     /// Copies every file under `local` to `prefix` (an `s3://` URL).
     pub async fn upload_dir(&self, local: &Path, prefix: &str) {
+        self.upload(local, prefix, true).await
+    }
+
+    /// Copies the files under `local` not yet under `prefix`, as a lake receives new files.
+    pub async fn upload_new(&self, local: &Path, prefix: &str) {
+        self.upload(local, prefix, false).await
+    }
+
+    async fn upload(&self, local: &Path, prefix: &str, replace: bool) {
         let url = url::Url::parse(prefix).unwrap();
         let store = object_store_for(&url, &self.options()).unwrap();
         let base = ObjectPath::from_url_path(url.path()).unwrap();
@@ -145,6 +154,9 @@ impl S3 {
             let mut path = base.clone();
             for part in rel.components() {
                 path = path.join(part.as_os_str().to_str().unwrap());
+            }
+            if !replace && store.head(&path).await.is_ok() {
+                continue;
             }
             let bytes = std::fs::read(&entry).unwrap();
             store.put(&path, PutPayload::from(bytes)).await.unwrap();

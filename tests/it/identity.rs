@@ -416,9 +416,10 @@ async fn limits_reject_the_least_trusted_evidence() {
         "{rules:?}"
     );
     assert!(
+        // Ends in trust order: the user id, then the device.
         rules.contains(&(
-            "d1".into(),
             "u2".into(),
+            "d1".into(),
             "limit: at most 1 user_id per person".into()
         )),
         "{rules:?}"

@@ -15,7 +15,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use rand::{Rng, SeedableRng};
 
-use crate::common::DEMO_TABLES;
+use crate::common::{DEMO_TABLES, S3};
 
 /// Every table a run publishes.
 const TABLES: [&str; 5] = [
@@ -139,13 +139,14 @@ async fn run_into(project: &Path, out: &Path, as_of: &str, full_refresh: bool) -
     .unwrap()
 }
 
-/// Every row of a published table, sorted on every column.
-async fn dump(out: &Path, table: &str) -> String {
-    let ctx = SessionContext::new();
-    let path = out.join(format!("{table}.parquet"));
-    ctx.register_parquet("t", path.to_str().unwrap(), Default::default())
-        .await
-        .unwrap();
+/// Every row of the published table at `location`, sorted on every column.
+async fn dump_at(location: &str, options: &str) -> String {
+    let ctx = c360::session().unwrap();
+    ctx.sql(&format!(
+        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '{location}' {options}"
+    ))
+    .await
+    .unwrap();
     let columns = ctx.table("t").await.unwrap().schema().fields().len();
     let order: Vec<String> = (1..=columns).map(|c| c.to_string()).collect();
     let sql = format!("SELECT * FROM t ORDER BY {}", order.join(", "));
@@ -153,11 +154,28 @@ async fn dump(out: &Path, table: &str) -> String {
     pretty_format_batches(&batches).unwrap().to_string()
 }
 
-async fn assert_same_output(a: &Path, b: &Path, step: usize) {
-    for table in TABLES {
-        let (x, y) = (dump(a, table).await, dump(b, table).await);
-        assert!(x == y, "step {step}: {table} differs\nincremental:\n{x}\nfull:\n{y}");
+/// Asserts two outputs (folders or prefixes) hold the same rows in every table.
+async fn assert_same_tables(a: &str, b: &str, options: &str, step: usize) {
+    for table in TABLES.iter().rev() {
+        let x = dump_at(&format!("{a}/{table}.parquet"), options).await;
+        let y = dump_at(&format!("{b}/{table}.parquet"), options).await;
+        if x != y {
+            let only = |a: &str, b: &str| -> String {
+                let b: std::collections::HashSet<&str> = b.lines().collect();
+                a.lines().filter(|l| !b.contains(l)).collect::<Vec<_>>().join("\n")
+            };
+            panic!(
+                "step {step}: {table} differs\nonly continued:\n{}\nonly full:\n{}",
+                only(&x, &y),
+                only(&y, &x)
+            );
+        }
     }
+}
+
+async fn assert_same_output(a: &Path, b: &Path, step: usize) {
+    let (a, b) = (a.display().to_string(), b.display().to_string());
+    assert_same_tables(&a, &b, "", step).await;
 }
 
 #[tokio::test]
@@ -286,4 +304,57 @@ async fn changes_a_run_cannot_continue_force_a_full_run_and_say_why() {
     assert_eq!(after.mode, "full");
     let reason = report(&out)["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("previous graph cannot be continued"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_a_continued_run_reads_only_new_files() {
+    let s3 = S3::from_env();
+    let root = tempfile::tempdir().unwrap();
+    let mut lake = GrowingLake::new(root.path(), 2).await;
+    for i in 0..DEMO_TABLES.len() {
+        lake.append(i).await;
+    }
+    let prefix = s3.prefix("growing");
+    s3.upload_new(&lake.dir, &prefix).await;
+    let mut toml = String::from("[storage]\n");
+    for (k, v) in s3.pairs() {
+        toml += &format!("{k} = \"{v}\"\n");
+    }
+    toml += &std::fs::read_to_string(lake.project())
+        .unwrap()
+        .replace("location = \"", &format!("location = \"{prefix}/"));
+    let project = root.path().join("s3.toml");
+    std::fs::write(&project, toml).unwrap();
+    let (inc, full) = (format!("{prefix}/inc"), format!("{prefix}/full"));
+    let at = "2026-06-30T00:00:00Z";
+    let run_to = |out: String, full_refresh: bool| {
+        let project = project.clone();
+        async move {
+            run(&RunOptions {
+                as_of: Some(at.to_string()),
+                full_refresh,
+                ..RunOptions::new(project, out)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(run_to(inc.clone(), false).await.mode, "full");
+    run_to(full.clone(), true).await;
+    // New files in a partitioned Parquet folder and a new Delta commit.
+    lake.append(0).await;
+    lake.append(2).await;
+    s3.upload_new(&lake.dir, &prefix).await;
+    let continued = run_to(inc.clone(), false).await;
+    let whole = run_to(full.clone(), true).await;
+    assert_eq!(continued.mode, "incremental");
+    assert!(0 < continued.rows_in && continued.rows_in < whole.rows_in);
+    assert!(continued.recomputed < whole.tables[0].rows);
+    let options: Vec<String> = s3
+        .pairs()
+        .iter()
+        .map(|(k, v)| format!("'{k}' '{v}'"))
+        .collect();
+    let options = format!("OPTIONS ({})", options.join(", "));
+    assert_same_tables(&inc, &full, &options, 1).await;
 }
