@@ -35,7 +35,7 @@ pub struct State {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InputState {
-    /// Path or URI -> (size, last change in micros).
+    /// Path or URI -> (size, last change).
     pub files: BTreeMap<String, (u64, i64)>,
     /// Rows read into the identity graph, by every run this one continues.
     pub rows: u64,
@@ -92,8 +92,20 @@ pub fn identity_signature(project: &Project) -> String {
 /// Signature of every trait and feature definition, in order.
 pub fn features_signature(project: &Project) -> String {
     let mut parts: Vec<String> = project.identity.priority.clone();
-    parts.extend(project.catalog.traits.iter().map(|t| format!("{}={}", t.name, t.signature())));
-    parts.extend(project.catalog.features.iter().map(|f| format!("{}={}", f.name, f.signature())));
+    parts.extend(
+        project
+            .catalog
+            .traits
+            .iter()
+            .map(|t| format!("{}={}", t.name, t.signature())),
+    );
+    parts.extend(
+        project
+            .catalog
+            .features
+            .iter()
+            .map(|f| format!("{}={}", f.name, f.signature())),
+    );
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
     signature(&refs)
 }

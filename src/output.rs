@@ -213,7 +213,12 @@ impl Output {
     pub async fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let (path, url) = self.object(name)?;
         match self.store.get(&path).await {
-            Ok(got) => Ok(Some(got.bytes().await.map_err(|e| Error::output(&url, e))?.to_vec())),
+            Ok(got) => Ok(Some(
+                got.bytes()
+                    .await
+                    .map_err(|e| Error::output(&url, e))?
+                    .to_vec(),
+            )),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(Error::output(url, e)),
         }

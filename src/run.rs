@@ -7,11 +7,11 @@
 //! left out, windows ending at T. Two runs with the same T over unchanged inputs write
 //! identical tables.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-
-use std::collections::BTreeMap;
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::cast;
@@ -19,6 +19,7 @@ use arrow::datatypes::{DataType, UInt32Type};
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{Expr, JoinType};
 use datafusion::prelude::{cast as cast_expr, ident, DataFrame, SessionContext};
+use indicatif::{HumanBytes, HumanCount, ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -153,6 +154,46 @@ impl Progress {
     }
 }
 
+/// A live line on stderr while a long phase runs, on a terminal only: what is being done,
+/// rows counted so far and how much input there is. Cleared when dropped.
+struct Live {
+    bar: ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn live(&self, phase: &str, rows: Option<Arc<AtomicU64>>, bytes: u64) -> Live {
+        let bar = match self.text && std::io::stderr().is_terminal() {
+            true => ProgressBar::new_spinner(),
+            false => ProgressBar::hidden(),
+        };
+        bar.set_style(ProgressStyle::with_template("{msg} {spinner}").expect("a valid template"));
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        let (phase, shown, start) = (phase.to_string(), bar.clone(), self.start);
+        let ticker = tokio::spawn(async move {
+            loop {
+                let read = rows.as_ref().map_or(String::new(), |r| {
+                    format!(": {} rows read", HumanCount(r.load(Ordering::Relaxed)))
+                });
+                shown.set_message(format!(
+                    "c360 run [{:>6.1}s] {phase}{read} ({} of input)",
+                    start.elapsed().as_secs_f64(),
+                    HumanBytes(bytes)
+                ));
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        });
+        Live { bar, ticker }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
 fn rfc3339(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .unwrap_or_default()
@@ -281,7 +322,15 @@ async fn leased(
         detail["reason"] = reason.clone().into();
     }
     progress.phase("building the identity graph", detail);
-    let graph = Arc::new(identity::build(ctx, project, previous.as_ref(), seed).await?);
+    let bytes: u64 = opened
+        .iter()
+        .flat_map(|i| i.snapshot.listing.values().map(|(size, _)| size))
+        .sum();
+    let counted = Arc::new(AtomicU64::new(0));
+    let live = progress.live("reading identifiers", Some(counted.clone()), bytes);
+    let graph = identity::build_counting(ctx, project, previous.as_ref(), seed, counted).await;
+    drop(live);
+    let graph = Arc::new(graph?);
     let rows: BTreeMap<String, u64> = graph
         .inputs
         .iter()
@@ -313,8 +362,15 @@ async fn leased(
             ..
         } => match previous_customers(ctx, output).await? {
             Some(before) => {
-                continued_customers(ctx, project, &graph, before, (*since, as_of), *features_changed)
-                    .await?
+                continued_customers(
+                    ctx,
+                    project,
+                    &graph,
+                    before,
+                    (*since, as_of),
+                    *features_changed,
+                )
+                .await?
             }
             None => all_customers(ctx, project, as_of, graph.components()).await?,
         },
@@ -358,9 +414,13 @@ async fn leased(
         crate::crash_point(&format!("written:{name}"));
         tables.push(published(output, name, rows)?);
     }
+    // Traits and features are computed as customer_360 is written.
+    let live = progress.live("computing and writing customer_360", None, bytes);
     let rows = output
         .write_table("customer_360", customers, &footer("customer_360"))
-        .await?;
+        .await;
+    drop(live);
+    let rows = rows?;
     progress.phase("written", json!({"table": "customer_360", "rows": rows}));
     tables.insert(0, published(output, "customer_360", rows)?);
     catalog["tables"] = serde_json::to_value(&tables)?;
@@ -515,8 +575,8 @@ async fn continued_customers(
 ) -> Result<(DataFrame, u64)> {
     let people = graph.components();
     let plan = FeaturePlan::for_session(project, as_of, ctx, Some(RECOMPUTE_TABLE));
-    let everyone = features_changed
-        || (as_of != since && !project.catalog.clock_dependent().is_empty());
+    let everyone =
+        features_changed || (as_of != since && !project.catalog.clock_dependent().is_empty());
     let mut recompute: Vec<bool> = match everyone {
         true => vec![true; people],
         false => graph.unchanged.iter().map(|u| !u).collect(),
@@ -543,7 +603,11 @@ async fn continued_customers(
         let batch = RecordBatch::try_from_iter([(name, array)])?;
         let mem = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
         ctx.register_table(
-            if name == "person" { RECOMPUTE_TABLE } else { KEPT_TABLE },
+            if name == "person" {
+                RECOMPUTE_TABLE
+            } else {
+                KEPT_TABLE
+            },
             Arc::new(mem),
         )?;
         Ok(())
@@ -665,7 +729,12 @@ fn catalog(
     }
     let inputs: serde_json::Map<String, Value> = read
         .iter()
-        .map(|(name, s)| (name.clone(), serde_json::to_value(*s).unwrap_or(Value::Null)))
+        .map(|(name, s)| {
+            (
+                name.clone(),
+                serde_json::to_value(*s).unwrap_or(Value::Null),
+            )
+        })
         .collect();
     json!({
         "project": project.name,

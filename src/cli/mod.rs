@@ -267,8 +267,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Some(t) => crate::run::parse_as_of(t)?,
                 None => chrono::Utc::now().timestamp_micros(),
             };
-            let plan =
-                crate::features::FeaturePlan::for_session(&project, as_of, &crate::session()?, None);
+            let plan = crate::features::FeaturePlan::for_session(
+                &project,
+                as_of,
+                &crate::session()?,
+                None,
+            );
             print!("{}", plan.script());
             Ok(())
         }

@@ -89,13 +89,7 @@ pub fn assign(components: &[Vec<Member<'_>>]) -> Vec<(String, Change)> {
         let best = offer
             .parts
             .iter()
-            .max_by_key(|(c, n)| {
-                (
-                    **n,
-                    **c == offer.earliest.1,
-                    std::cmp::Reverse(firsts[**c]),
-                )
-            })
+            .max_by_key(|(c, n)| (**n, **c == offer.earliest.1, std::cmp::Reverse(firsts[**c])))
             .map(|(c, _)| *c)
             .expect("an offered id has a part");
         awarded[best].push((offer.first_seen, prev));

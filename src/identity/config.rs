@@ -154,10 +154,25 @@ impl IdentityConfig {
         format!(
             "priority={:?}|normalize={}|blocklist={}|hubs={}|limits={}",
             self.priority,
-            sorted(self.normalize.iter().map(|(t, n)| format!("{t}={n:?}")).collect()),
+            sorted(
+                self.normalize
+                    .iter()
+                    .map(|(t, n)| format!("{t}={n:?}"))
+                    .collect()
+            ),
             sorted(blocklists.collect()),
-            sorted(self.hubs.iter().map(|((a, b), n)| format!("{a}>{b}={n}")).collect()),
-            sorted(self.limits.iter().map(|(t, n)| format!("{t}={n}")).collect()),
+            sorted(
+                self.hubs
+                    .iter()
+                    .map(|((a, b), n)| format!("{a}>{b}={n}"))
+                    .collect()
+            ),
+            sorted(
+                self.limits
+                    .iter()
+                    .map(|(t, n)| format!("{t}={n}"))
+                    .collect()
+            ),
         )
     }
 

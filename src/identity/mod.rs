@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 
 // foldhash: identifiers are hashed tens of millions of times per run.
 use hashbrown::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
@@ -319,6 +320,17 @@ pub async fn build(
     previous: Option<&Previous>,
     seed: Option<Seed>,
 ) -> Result<IdentityGraph> {
+    build_counting(ctx, project, previous, seed, Arc::default()).await
+}
+
+/// [`build`], adding the rows it reads to `rows` as it goes, for progress reports.
+pub async fn build_counting(
+    ctx: &SessionContext,
+    project: &Project,
+    previous: Option<&Previous>,
+    seed: Option<Seed>,
+    rows: Arc<AtomicU64>,
+) -> Result<IdentityGraph> {
     let config = &project.identity;
     let Seed {
         graph: mut g,
@@ -339,7 +351,12 @@ pub async fn build(
             .map(|t| config.blocklist.get(t).cloned())
             .collect(),
     );
-    for (input_no, input) in project.inputs.iter().filter(|i| !i.ids.is_empty()).enumerate() {
+    for (input_no, input) in project
+        .inputs
+        .iter()
+        .filter(|i| !i.ids.is_empty())
+        .enumerate()
+    {
         let columns: Vec<String> = input
             .ids
             .iter()
@@ -372,7 +389,10 @@ pub async fn build(
         let plan = ctx.sql(&sql).await?.create_physical_plan().await?;
         let readers: Vec<_> = execute_stream_partitioned(plan, ctx.task_ctx())?
             .into_iter()
-            .map(|stream| tokio::spawn(read_part(stream, types.clone(), blocklists.clone())))
+            .map(|stream| {
+                let (types, blocklists) = (types.clone(), blocklists.clone());
+                tokio::spawn(read_part(stream, types, blocklists, rows.clone()))
+            })
             .collect();
         for reader in readers {
             let part = reader
@@ -458,11 +478,9 @@ impl Seed {
             graph: mut g,
             mut blocked,
         } = Self::empty(project);
-        let unknown = |what: &str, name: &str| {
-            Error::Output {
-                location: "identity_graph".into(),
-                message: format!("it has {what} '{name}', which the project does not declare"),
-            }
+        let unknown = |what: &str, name: &str| Error::Output {
+            location: "identity_graph".into(),
+            message: format!("it has {what} '{name}', which the project does not declare"),
         };
         let input_no = |g: &IdentityGraph, name: &str| {
             g.inputs
@@ -475,20 +493,24 @@ impl Seed {
             .iter()
             .map(|i| rows_read.get(i).copied().unwrap_or(0))
             .collect();
-        let graph = graph.select_columns(&["id_type", "id_value", "first_seen", "last_seen", "sources"])?;
+        let graph =
+            graph.select_columns(&["id_type", "id_value", "first_seen", "last_seen", "sources"])?;
         for batch in graph.collect().await? {
             let (t, v) = (utf8(batch.column(0))?, utf8(batch.column(1))?);
-            let (first, last) = (micros(batch.column(2), i64::MAX)?, micros(batch.column(3), i64::MIN)?);
+            let (first, last) = (
+                micros(batch.column(2), i64::MAX)?,
+                micros(batch.column(3), i64::MIN)?,
+            );
             let sources = batch.column(4).as_list::<i32>();
+            let (offsets, seen_in) = (sources.value_offsets(), utf8(sources.values())?);
+            let seen_in = seen_in.as_string::<i32>();
             for r in 0..batch.num_rows() {
-                let ty = g.type_id(t.as_string::<i32>().value(r)).ok_or_else(|| {
-                    unknown("id type", t.as_string::<i32>().value(r))
-                })?;
+                let ty = g
+                    .type_id(t.as_string::<i32>().value(r))
+                    .ok_or_else(|| unknown("id type", t.as_string::<i32>().value(r)))?;
                 let value = v.as_string::<i32>().value(r);
-                let seen_in = utf8(&sources.value(r))?;
-                let seen_in = seen_in.as_string::<i32>();
                 let mut n = None;
-                for i in 0..seen_in.len() {
+                for i in offsets[r] as usize..offsets[r + 1] as usize {
                     n = Some(g.intern(ty, value, input_no(&g, seen_in.value(i))?));
                 }
                 let n = match n {
@@ -499,24 +521,32 @@ impl Seed {
             }
         }
         let edges = edges.select_columns(&[
-            "id_type_a", "id_value_a", "id_type_b", "id_value_b", "source", "first_seen", "last_seen", "rows",
+            "id_type_a",
+            "id_value_a",
+            "id_type_b",
+            "id_value_b",
+            "source",
+            "first_seen",
+            "last_seen",
+            "rows",
         ])?;
         for batch in edges.collect().await? {
             let columns: Vec<_> = (0..5)
                 .map(|c| utf8(batch.column(c)))
                 .collect::<Result<_>>()?;
             let text = |c: usize, r: usize| columns[c].as_string::<i32>().value(r);
-            let (first, last) = (micros(batch.column(5), i64::MAX)?, micros(batch.column(6), i64::MIN)?);
+            let (first, last) = (
+                micros(batch.column(5), i64::MAX)?,
+                micros(batch.column(6), i64::MIN)?,
+            );
             let rows = cast(batch.column(7), &DataType::Int64)?;
             let rows = rows.as_primitive::<arrow::datatypes::Int64Type>();
             for r in 0..batch.num_rows() {
                 let end = |c: usize| {
                     let (t, v) = (text(c, r), text(c + 1, r));
-                    g.node(t, v).ok_or_else(|| {
-                        Error::Output {
-                            location: "identity_edges".into(),
-                            message: format!("it links {t} '{v}', which identity_graph does not list"),
-                        }
+                    g.node(t, v).ok_or_else(|| Error::Output {
+                        location: "identity_edges".into(),
+                        message: format!("it links {t} '{v}', which identity_graph does not list"),
                     })
                 };
                 let (a, b) = (end(0)?, end(2)?);
@@ -548,7 +578,9 @@ impl Seed {
                 if !text(2, r).starts_with(config::BLOCKLIST_RULE) {
                     continue;
                 }
-                let t = g.type_id(text(0, r)).ok_or_else(|| unknown("id type", text(0, r)))?;
+                let t = g
+                    .type_id(text(0, r))
+                    .ok_or_else(|| unknown("id type", text(0, r)))?;
                 blocked[t as usize].insert(
                     text(1, r).into(),
                     (text(2, r).to_string(), rows.value(r).max(0) as u64),
@@ -595,6 +627,7 @@ async fn read_part(
     mut stream: SendableRecordBatchStream,
     types: Arc<Vec<u16>>,
     blocklists: Arc<Vec<Option<Blocklist>>>,
+    read: Arc<AtomicU64>,
 ) -> Result<Part> {
     let n_types = blocklists.len();
     let mut part = Part {
@@ -606,6 +639,7 @@ async fn read_part(
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         part.rows += batch.num_rows() as u64;
+        read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         let values: Vec<_> = (0..types.len())
             .map(|c| cast(batch.column(c), &DataType::Utf8))
             .collect::<std::result::Result<_, _>>()?;
@@ -897,7 +931,9 @@ fn name_components(g: &mut IdentityGraph, previous: Option<&Previous>) {
                 .zip(&named)
                 .map(|(members, (id, _))| {
                     sizes.get(id.as_str()) == Some(&members.len())
-                        && members.iter().all(|m| m.previous.map(|p| p.0) == Some(id.as_str()))
+                        && members
+                            .iter()
+                            .all(|m| m.previous.map(|p| p.0) == Some(id.as_str()))
                 })
                 .collect()
         }

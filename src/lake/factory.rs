@@ -238,17 +238,35 @@ pub async fn delta_version_at(
     }
 }
 
-/// The data files (URIs) of version `version` of the Delta table at `url`.
-pub async fn delta_files(url: &Url, storage: &StorageOptions, version: u64) -> Result<Vec<String>> {
+/// The data files of version `version` of the Delta table at `url`: URI -> size and
+/// last change (millis). A file whose rows a deletion vector hides gets the vector's hash
+/// as its last change: to a later run, it was rewritten.
+pub async fn delta_files(
+    url: &Url,
+    storage: &StorageOptions,
+    version: u64,
+) -> Result<Vec<(String, (u64, i64))>> {
     let table = delta_builder(url, storage)?
         .with_version(version)
         .load()
         .await
         .map_err(|e| Error::location(url.as_str(), e))?;
-    let files = table
-        .get_file_uris()
+    let state = table
+        .snapshot()
         .map_err(|e| Error::location(url.as_str(), e))?;
-    Ok(files.collect())
+    let log_store = table.log_store();
+    Ok(state
+        .log_data()
+        .into_iter()
+        .map(|file| {
+            let uri = log_store.to_uri(&file.object_store_path());
+            let changed = match file.deletion_vector_descriptor() {
+                Some(dv) => c360_udfs::ids::fnv1a(&[&format!("{dv:?}")]) as i64,
+                None => file.modification_time(),
+            };
+            (uri, (file.size().max(0) as u64, changed))
+        })
+        .collect())
 }
 
 /// Version `version` of the Delta table at `url`, reading only `files` (URIs of its data

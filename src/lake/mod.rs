@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use factory::{delta_version_at, LakeTableFactory};
-pub use subset::FileSubset;
 pub use storage::{resolve_location, StorageOptions};
+pub use subset::FileSubset;
 
 use crate::error::{Error, Result};
 
@@ -252,8 +252,7 @@ pub struct Snapshot {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// Every data file read: object-store path (Parquet) or URI (Delta) -> size and last
-    /// change in micros (0 for Delta, whose files never change). What incremental runs
-    /// compare; too long for the catalog.
+    /// change. What incremental runs compare; too long for the catalog.
     #[serde(skip)]
     pub listing: std::collections::BTreeMap<String, (u64, i64)>,
 }
@@ -278,7 +277,6 @@ pub async fn pin(spec: &TableSpec, as_of: Option<&str>) -> Result<(TableSpec, Sn
         let listing = factory::delta_files(&url, &spec.storage, version)
             .await?
             .into_iter()
-            .map(|uri| (uri, (0, 0)))
             .collect();
         let snapshot = Snapshot {
             format: "delta".into(),

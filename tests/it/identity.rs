@@ -54,7 +54,9 @@ async fn graph_of(
     let ctx = c360::session().unwrap();
     let project = Project::load(dir.join("c360.toml")).unwrap();
     project.register_inputs(&ctx).await.unwrap();
-    let g = identity::build(&ctx, &project, previous, None).await.unwrap();
+    let g = identity::build(&ctx, &project, previous, None)
+        .await
+        .unwrap();
     (ctx, g)
 }
 

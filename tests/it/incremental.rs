@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use arrow::util::pretty::pretty_format_batches;
 use c360::generate::{generate, GenerateOptions, LakeFormat};
+use c360::incremental::STATE_FILE;
 use c360::output::TableFormat;
 use c360::project::Project;
 use c360::run::{run, RunOptions, RunReport};
@@ -15,7 +16,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use rand::{Rng, SeedableRng};
 
-use crate::common::{DEMO_TABLES, S3};
+use crate::common::{c360, DEMO_TABLES, S3};
 
 /// Every table a run publishes.
 const TABLES: [&str; 5] = [
@@ -85,7 +86,14 @@ impl GrowingLake {
         }
         let (name, part) = (DEMO_TABLES[i], self.appended[i]);
         self.appended[i] += 1;
-        let all = self.source.table(name).await.unwrap().collect().await.unwrap();
+        let all = self
+            .source
+            .table(name)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
         let all = arrow::compute::concat_batches(&all[0].schema(), &all).unwrap();
         let mine: arrow::array::BooleanArray = (0..all.num_rows())
             .map(|r| Some(r % self.parts == part))
@@ -162,7 +170,10 @@ async fn assert_same_tables(a: &str, b: &str, options: &str, step: usize) {
         if x != y {
             let only = |a: &str, b: &str| -> String {
                 let b: std::collections::HashSet<&str> = b.lines().collect();
-                a.lines().filter(|l| !b.contains(l)).collect::<Vec<_>>().join("\n")
+                a.lines()
+                    .filter(|l| !b.contains(l))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             };
             panic!(
                 "step {step}: {table} differs\nonly continued:\n{}\nonly full:\n{}",
@@ -211,7 +222,10 @@ async fn random_appends_publish_what_a_full_run_does() {
         assert_eq!(whole.mode, "full");
         if step > 0 {
             assert_eq!(continued.mode, "incremental", "step {step}");
-            assert!(continued.rows_in < whole.rows_in, "step {step}: read everything again");
+            assert!(
+                continued.rows_in < whole.rows_in,
+                "step {step}: read everything again"
+            );
         }
         assert_same_output(&inc, &full, step).await;
         let people = whole.tables[0].rows;
@@ -219,13 +233,19 @@ async fn random_appends_publish_what_a_full_run_does() {
         windows |= step > 0 && continued.rows_in == 0 && continued.recomputed > 0;
     }
     assert!(partial, "no step recomputed only some people");
-    assert!(windows, "no step recomputed people whose rows only left a window");
+    assert!(
+        windows,
+        "no step recomputed people whose rows only left a window"
+    );
 
     // Nothing new, same time: nothing read, nobody recomputed, the same output.
     let last = as_of[as_of.len() - 1];
     let again = run_into(&lake.project(), &inc, last, false).await;
     run_into(&lake.project(), &full, last, true).await;
-    assert_eq!((again.mode.as_str(), again.rows_in, again.recomputed), ("incremental", 0, 0));
+    assert_eq!(
+        (again.mode.as_str(), again.rows_in, again.recomputed),
+        ("incremental", 0, 0)
+    );
     assert_same_output(&inc, &full, as_of.len()).await;
 
     // A new feature definition: everyone's features are computed again, the graph is not.
@@ -263,7 +283,10 @@ async fn changes_a_run_cannot_continue_force_a_full_run_and_say_why() {
 
     // An earlier as-of time.
     run_into(&lake.project(), &out, "2026-05-01T00:00:00Z", false).await;
-    assert_eq!(report(&out)["reason"], "the as-of time is before the previous run's");
+    assert_eq!(
+        report(&out)["reason"],
+        "the as-of time is before the previous run's"
+    );
     run_into(&lake.project(), &out, at, false).await;
 
     // A rewritten Parquet file: its rows may be anything now.
@@ -280,11 +303,36 @@ async fn changes_a_run_cannot_continue_force_a_full_run_and_say_why() {
     let after = run_into(&lake.project(), &out, at, false).await;
     assert_eq!(after.mode, "full");
     let reason = report(&out)["reason"].as_str().unwrap().to_string();
-    assert!(reason.starts_with("input 'identifies': ") && reason.ends_with("was removed"), "{reason}");
+    assert!(
+        reason.starts_with("input 'identifies': ") && reason.ends_with("was removed"),
+        "{reason}"
+    );
+
+    run_into(&lake.project(), &out, at, false).await;
+
+    // Rows deleted from a Delta input: the files holding them were rewritten.
+    let orders = url::Url::from_directory_path(lake.dir.join("delta/orders")).unwrap();
+    DeltaTable::try_from_url(orders)
+        .await
+        .unwrap()
+        .delete()
+        .with_predicate("amount > 100")
+        .await
+        .unwrap();
+    let after = run_into(&lake.project(), &out, at, false).await;
+    assert_eq!(after.mode, "full");
+    let reason = report(&out)["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.starts_with("input 'orders': ") && reason.ends_with("was removed"),
+        "{reason}"
+    );
 
     // A changed identity configuration.
     let before = std::fs::read_to_string(lake.project()).unwrap();
-    let toml = before.replace("[identity.limits]\nuser_id = 1", "[identity.limits]\nuser_id = 2");
+    let toml = before.replace(
+        "[identity.limits]\nuser_id = 1",
+        "[identity.limits]\nuser_id = 2",
+    );
     assert_ne!(toml, before);
     std::fs::write(lake.project(), toml).unwrap();
     let after = run_into(&lake.project(), &out, at, false).await;
@@ -303,7 +351,10 @@ async fn changes_a_run_cannot_continue_force_a_full_run_and_say_why() {
     let after = run_into(&lake.project(), &out, at, false).await;
     assert_eq!(after.mode, "full");
     let reason = report(&out)["reason"].as_str().unwrap().to_string();
-    assert!(reason.contains("previous graph cannot be continued"), "{reason}");
+    assert!(
+        reason.contains("previous graph cannot be continued"),
+        "{reason}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -357,4 +408,42 @@ async fn on_s3_a_continued_run_reads_only_new_files() {
         .collect();
     let options = format!("OPTIONS ({})", options.join(", "));
     assert_same_tables(&inc, &full, &options, 1).await;
+}
+
+#[tokio::test]
+async fn a_killed_run_leaves_state_and_tables_together() {
+    let root = tempfile::tempdir().unwrap();
+    let mut lake = GrowingLake::new(root.path(), 2).await;
+    for i in 0..DEMO_TABLES.len() {
+        lake.append(i).await;
+    }
+    let (inc, full) = (root.path().join("inc"), root.path().join("full"));
+    let at = "2026-06-30T00:00:00Z";
+    run_into(&lake.project(), &inc, at, false).await;
+    run_into(&lake.project(), &full, at, true).await;
+    lake.append(0).await;
+    lake.append(1).await;
+    let killed = |point: &str| {
+        c360(root.path())
+            .args(["run", "--as-of", at, "--output"])
+            .arg(&inc)
+            .arg("--project")
+            .arg(lake.project())
+            .env("C360_CRASH_AT", point)
+            .output()
+            .unwrap()
+    };
+    // Killed before publishing: the next run still has everything new to read.
+    let state = std::fs::read(inc.join(STATE_FILE)).unwrap();
+    assert_eq!(killed("written:identity_edges").status.code(), None);
+    assert_eq!(std::fs::read(inc.join(STATE_FILE)).unwrap(), state);
+    // Killed after the journal: the next run completes the publication, state included,
+    // and finds nothing left to read.
+    assert_eq!(killed("journal").status.code(), None);
+    let next = run_into(&lake.project(), &inc, at, false).await;
+    assert_eq!((next.mode.as_str(), next.rows_in), ("incremental", 0));
+    // Twice, so both outputs' id changes are against a graph of the same rows.
+    run_into(&lake.project(), &full, at, true).await;
+    run_into(&lake.project(), &full, at, true).await;
+    assert_same_output(&inc, &full, 1).await;
 }

@@ -3,6 +3,7 @@
 mod bad_inputs;
 mod cli;
 mod common;
+mod faults;
 mod generate;
 mod identity;
 mod incremental;
