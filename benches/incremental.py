@@ -39,7 +39,7 @@ def same_tables(a, b):
         differ = con.sql(
             f"SELECT count(*) FROM ((SELECT * FROM '{fa}' EXCEPT ALL SELECT * FROM '{fb}') "
             f"UNION ALL (SELECT * FROM '{fb}' EXCEPT ALL SELECT * FROM '{fa}'))"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         if differ:
             raise SystemExit(f"{table}: {differ} rows differ between the incremental and the full run")
 

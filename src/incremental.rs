@@ -80,9 +80,12 @@ impl Mode {
 pub fn identity_signature(project: &Project) -> String {
     let mut parts = vec![project.identity.canonical_text()];
     for i in &project.inputs {
+        // As a URL: the same lake named from another folder is the same lake.
+        let location = crate::lake::resolve_location(&i.table.location, None)
+            .map_or_else(|_| i.table.location.clone(), |url| url.to_string());
         parts.push(format!(
-            "{}|{}|{:?}|{:?}|{:?}",
-            i.name, i.table.location, i.table.format, i.ids, i.event_time
+            "{}|{location}|{:?}|{:?}|{:?}",
+            i.name, i.table.format, i.ids, i.event_time
         ));
     }
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();

@@ -288,17 +288,19 @@ async fn leased(
         &read,
         full_refresh,
     );
-    let previous = read_previous(ctx, output).await?;
-    let mut seed = None;
+    let (mut seed, mut previous) = (None, None);
     if let Mode::Incremental { rows, .. } = &mode {
         match read_seed(ctx, output, project, rows).await {
-            Ok(s) => seed = Some(s),
+            Ok((s, p)) => (seed, previous) = (Some(s), Some(p)),
             Err(e) => {
                 mode = Mode::Full {
                     reason: format!("the previous graph cannot be continued: {}", e.cause()),
                 }
             }
         }
+    }
+    if seed.is_none() {
+        previous = read_previous(ctx, output).await?;
     }
     let seeded: BTreeMap<String, u64> = match &mode {
         Mode::Incremental {
@@ -527,7 +529,7 @@ async fn read_seed(
     output: &Output,
     project: &Project,
     rows: &BTreeMap<String, u64>,
-) -> Result<identity::Seed> {
+) -> Result<(identity::Seed, identity::Previous)> {
     let mut tables = vec![];
     for name in ["identity_graph", "identity_edges", "identity_quarantine"] {
         match previous_table(ctx, output, name).await? {
@@ -591,6 +593,13 @@ async fn continued_customers(
             }
         }
     }
+    if recompute.iter().all(|&r| r) {
+        return all_customers(ctx, project, as_of, people).await;
+    }
+    if !recompute.contains(&true) {
+        // The same people with the same rows: the previous table, already in id order.
+        return Ok((before, 0));
+    }
     let keys: UInt32Array = (0..people as u32)
         .filter(|&p| recompute[p as usize])
         .collect();
@@ -599,28 +608,11 @@ async fn continued_customers(
         .filter(|&p| !recompute[p as usize])
         .map(|p| Some(graph.canonical_of(p)))
         .collect();
-    let table = |name: &str, array: ArrayRef| -> Result<()> {
-        let batch = RecordBatch::try_from_iter([(name, array)])?;
-        let mem = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
-        ctx.register_table(
-            if name == "person" {
-                RECOMPUTE_TABLE
-            } else {
-                KEPT_TABLE
-            },
-            Arc::new(mem),
-        )?;
-        Ok(())
-    };
-    table("person", Arc::new(keys))?;
-    table("c360_id", Arc::new(kept))?;
+    register_column(ctx, RECOMPUTE_TABLE, "person", Arc::new(keys))?;
+    register_column(ctx, KEPT_TABLE, "c360_id", Arc::new(kept))?;
     plan.create_views(ctx).await?;
     let computed = plan.dataframe(ctx, project, &project.catalog).await?;
     let computed = crate::output::reader_safe_frame(computed)?;
-    if recomputed == people as u64 {
-        // Sorted already; the previous rows may not even have the same columns.
-        return Ok((computed, recomputed));
-    }
     // The previous rows in this run's types, column by column.
     let columns: Vec<Expr> = computed
         .schema()
@@ -636,6 +628,19 @@ async fn continued_customers(
         .union(before)?
         .sort(vec![ident("c360_id").sort(true, false)])?;
     Ok((customers, recomputed))
+}
+
+/// Registers a one-column table.
+fn register_column(
+    ctx: &SessionContext,
+    table: &str,
+    column: &str,
+    values: ArrayRef,
+) -> Result<()> {
+    let batch = RecordBatch::try_from_iter([(column, values)])?;
+    let mem = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+    ctx.register_table(table, Arc::new(mem))?;
+    Ok(())
 }
 
 /// The people an incremental run computes, by `c360_person` in its column `person`.

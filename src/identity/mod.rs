@@ -43,6 +43,17 @@ use crate::project::Project;
 /// A previous run's graph: `(id_type, id_value) -> (canonical_id, first_seen)`.
 pub type Previous = HashMap<(String, String), (String, i64)>;
 
+/// An identifier borrowed, to look [`Previous`] up without allocating: it hashes as the
+/// owned pair does.
+#[derive(Hash)]
+struct Key<'a>(&'a str, &'a str);
+
+impl hashbrown::Equivalent<(String, String)> for Key<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
 /// One link between two identifiers, as seen in one input.
 #[derive(Debug, Clone)]
 pub struct Edge {
@@ -473,7 +484,7 @@ impl Seed {
         edges: datafusion::prelude::DataFrame,
         quarantine: datafusion::prelude::DataFrame,
         rows_read: &std::collections::BTreeMap<String, u64>,
-    ) -> Result<Self> {
+    ) -> Result<(Self, Previous)> {
         let Self {
             graph: mut g,
             mut blocked,
@@ -493,14 +504,23 @@ impl Seed {
             .iter()
             .map(|i| rows_read.get(i).copied().unwrap_or(0))
             .collect();
-        let graph =
-            graph.select_columns(&["id_type", "id_value", "first_seen", "last_seen", "sources"])?;
+        let graph = graph.select_columns(&[
+            "id_type",
+            "id_value",
+            "first_seen",
+            "last_seen",
+            "sources",
+            "canonical_id",
+        ])?;
+        // The same rows give the previous canonical ids.
+        let mut previous = PreviousRows::default();
         for batch in graph.collect().await? {
             let (t, v) = (utf8(batch.column(0))?, utf8(batch.column(1))?);
             let (first, last) = (
                 micros(batch.column(2), i64::MAX)?,
                 micros(batch.column(3), i64::MIN)?,
             );
+            previous.add(&t, &v, &utf8(batch.column(5))?, &first);
             let sources = batch.column(4).as_list::<i32>();
             let (offsets, seen_in) = (sources.value_offsets(), utf8(sources.values())?);
             let seen_in = seen_in.as_string::<i32>();
@@ -587,7 +607,7 @@ impl Seed {
                 );
             }
         }
-        Ok(Self { graph: g, blocked })
+        Ok((Self { graph: g, blocked }, previous.finish()))
     }
 }
 
@@ -907,7 +927,7 @@ fn name_components(g: &mut IdentityGraph, previous: Option<&Previous>) {
         let id_type = g.types[g.node_type[node] as usize].as_str();
         let value: &str = &g.node_value[node];
         let prev = previous
-            .and_then(|p| p.get(&(id_type.to_string(), value.to_string())))
+            .and_then(|p| p.get(&Key(id_type, value)))
             .map(|(id, first)| (id.as_str(), *first));
         members[c as usize].push(canonical::Member {
             id_type,
@@ -972,27 +992,33 @@ pub async fn load_previous(
 /// A previous run's `identity_graph`, read from `df`.
 pub async fn previous_from(df: datafusion::prelude::DataFrame) -> Result<Previous> {
     let df = df.select_columns(&["id_type", "id_value", "canonical_id", "first_seen"])?;
-    let mut rows: Vec<(String, String, String, i64)> = vec![];
+    let mut rows = PreviousRows::default();
     for batch in df.collect().await? {
-        let col = |i: usize| cast(batch.column(i), &DataType::Utf8);
-        let (t, v, c) = (col(0)?, col(1)?, col(2)?);
+        let (t, v, c) = (
+            utf8(batch.column(0))?,
+            utf8(batch.column(1))?,
+            utf8(batch.column(2))?,
+        );
+        rows.add(&t, &v, &c, &micros(batch.column(3), i64::MAX)?);
+    }
+    Ok(rows.finish())
+}
+
+/// The rows of a previous `identity_graph`, gathered into a [`Previous`].
+#[derive(Default)]
+struct PreviousRows {
+    rows: Vec<(String, String, String, i64)>,
+}
+
+impl PreviousRows {
+    fn add(&mut self, t: &dyn Array, v: &dyn Array, c: &dyn Array, first: &[i64]) {
         let (t, v, c) = (
             t.as_string::<i32>(),
             v.as_string::<i32>(),
             c.as_string::<i32>(),
         );
-        let ts = cast(
-            batch.column(3),
-            &DataType::Timestamp(TimeUnit::Microsecond, None),
-        )?;
-        let ts = ts.as_primitive::<TimestampMicrosecondType>();
-        for r in 0..batch.num_rows() {
-            let first = if ts.is_valid(r) {
-                ts.value(r)
-            } else {
-                i64::MAX
-            };
-            rows.push((
+        for (r, &first) in first.iter().enumerate() {
+            self.rows.push((
                 t.value(r).into(),
                 v.value(r).into(),
                 c.value(r).into(),
@@ -1000,22 +1026,26 @@ pub async fn previous_from(df: datafusion::prelude::DataFrame) -> Result<Previou
             ));
         }
     }
-    let mut cluster_first: HashMap<&str, i64> = HashMap::new();
-    for (_, _, c, first) in &rows {
-        let e = cluster_first.entry(c.as_str()).or_insert(i64::MAX);
-        *e = (*e).min(*first);
+
+    /// Each identifier with its canonical id and when that id's cluster was first seen.
+    fn finish(self) -> Previous {
+        let mut cluster_first: HashMap<&str, i64> = HashMap::new();
+        for (_, _, c, first) in &self.rows {
+            let e = cluster_first.entry(c.as_str()).or_insert(i64::MAX);
+            *e = (*e).min(*first);
+        }
+        let cluster_first: HashMap<String, i64> = cluster_first
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        self.rows
+            .into_iter()
+            .map(|(t, v, c, _)| {
+                let first = cluster_first[&c];
+                ((t, v), (c, first))
+            })
+            .collect()
     }
-    let cluster_first: HashMap<String, i64> = cluster_first
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-    Ok(rows
-        .into_iter()
-        .map(|(t, v, c, _)| {
-            let first = cluster_first[&c];
-            ((t, v), (c, first))
-        })
-        .collect())
 }
 
 /// Builds the graph and writes its tables as Parquet into `out`, keeping canonical ids

@@ -137,9 +137,19 @@ impl GrowingLake {
 }
 
 async fn run_into(project: &Path, out: &Path, as_of: &str, full_refresh: bool) -> RunReport {
+    run_as(project, out, as_of, full_refresh, TableFormat::Parquet).await
+}
+
+async fn run_as(
+    project: &Path,
+    out: &Path,
+    as_of: &str,
+    full_refresh: bool,
+    format: TableFormat,
+) -> RunReport {
     run(&RunOptions {
         as_of: Some(as_of.to_string()),
-        format: TableFormat::Parquet,
+        format,
         full_refresh,
         ..RunOptions::new(project, out.display().to_string())
     })
@@ -148,10 +158,14 @@ async fn run_into(project: &Path, out: &Path, as_of: &str, full_refresh: bool) -
 }
 
 /// Every row of the published table at `location`, sorted on every column.
-async fn dump_at(location: &str, options: &str) -> String {
+async fn dump_at(location: &str, format: TableFormat, options: &str) -> String {
     let ctx = c360::session().unwrap();
+    let (stored, location) = match format {
+        TableFormat::Parquet => ("PARQUET", format!("{location}.parquet")),
+        TableFormat::Delta => ("DELTA", location.to_string()),
+    };
     ctx.sql(&format!(
-        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '{location}' {options}"
+        "CREATE EXTERNAL TABLE t STORED AS {stored} LOCATION '{location}' {options}"
     ))
     .await
     .unwrap();
@@ -163,10 +177,10 @@ async fn dump_at(location: &str, options: &str) -> String {
 }
 
 /// Asserts two outputs (folders or prefixes) hold the same rows in every table.
-async fn assert_same_tables(a: &str, b: &str, options: &str, step: usize) {
+async fn assert_same_tables(a: &str, b: &str, format: TableFormat, options: &str, step: usize) {
     for table in TABLES.iter().rev() {
-        let x = dump_at(&format!("{a}/{table}.parquet"), options).await;
-        let y = dump_at(&format!("{b}/{table}.parquet"), options).await;
+        let x = dump_at(&format!("{a}/{table}"), format, options).await;
+        let y = dump_at(&format!("{b}/{table}"), format, options).await;
         if x != y {
             let only = |a: &str, b: &str| -> String {
                 let b: std::collections::HashSet<&str> = b.lines().collect();
@@ -186,7 +200,7 @@ async fn assert_same_tables(a: &str, b: &str, options: &str, step: usize) {
 
 async fn assert_same_output(a: &Path, b: &Path, step: usize) {
     let (a, b) = (a.display().to_string(), b.display().to_string());
-    assert_same_tables(&a, &b, "", step).await;
+    assert_same_tables(&a, &b, TableFormat::Parquet, "", step).await;
 }
 
 #[tokio::test]
@@ -407,7 +421,7 @@ async fn on_s3_a_continued_run_reads_only_new_files() {
         .map(|(k, v)| format!("'{k}' '{v}'"))
         .collect();
     let options = format!("OPTIONS ({})", options.join(", "));
-    assert_same_tables(&inc, &full, &options, 1).await;
+    assert_same_tables(&inc, &full, TableFormat::Parquet, &options, 1).await;
 }
 
 #[tokio::test]
@@ -446,4 +460,26 @@ async fn a_killed_run_leaves_state_and_tables_together() {
     run_into(&lake.project(), &full, at, true).await;
     run_into(&lake.project(), &full, at, true).await;
     assert_same_output(&inc, &full, 1).await;
+}
+
+#[tokio::test]
+async fn delta_outputs_are_continued_too() {
+    let root = tempfile::tempdir().unwrap();
+    let mut lake = GrowingLake::new(root.path(), 2).await;
+    for i in 0..DEMO_TABLES.len() {
+        lake.append(i).await;
+    }
+    let (inc, full) = (root.path().join("inc"), root.path().join("full"));
+    let at = "2026-06-30T00:00:00Z";
+    for (out, refresh) in [(&inc, false), (&full, true)] {
+        run_as(&lake.project(), out, at, refresh, TableFormat::Delta).await;
+    }
+    lake.append(1).await;
+    lake.append(3).await;
+    let continued = run_as(&lake.project(), &inc, at, false, TableFormat::Delta).await;
+    let whole = run_as(&lake.project(), &full, at, true, TableFormat::Delta).await;
+    assert_eq!(continued.mode, "incremental");
+    assert!(0 < continued.rows_in && continued.rows_in < whole.rows_in);
+    let (inc, full) = (inc.display().to_string(), full.display().to_string());
+    assert_same_tables(&inc, &full, TableFormat::Delta, "", 1).await;
 }
