@@ -8,6 +8,7 @@
 //! next run ([`Output::recover`]), which also removes what dead runs left in staging.
 //! Delta: each table changes by one commit.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, TimeUnit};
@@ -109,6 +110,10 @@ struct Journal {
     run_id: String,
     /// (staged object, published object), in publication order.
     moves: Vec<(String, String)>,
+    /// Delta outputs: each table's version before the run (`None`: it had none), to roll
+    /// back to if the run did not publish its catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delta_before: Option<BTreeMap<String, Option<u64>>>,
 }
 
 /// What [`Output::recover`] found.
@@ -116,6 +121,9 @@ struct Journal {
 pub struct Recovery {
     /// A publication cut short that was completed, by its run id.
     pub completed: Option<String>,
+    /// A Delta publication cut short whose tables were restored, by its run id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
     /// Staged files of dead runs removed.
     pub removed: usize,
 }
@@ -177,7 +185,9 @@ impl Output {
             for (name, bytes) in files {
                 self.put(name, bytes.clone()).await?;
             }
-            return Ok(());
+            crate::crash_point("catalog");
+            // The catalog is out: nothing is left to roll back.
+            return self.remove(COMMIT_FILE).await;
         };
         for (name, bytes) in files {
             let (staged, _) = self.staged(name)?.expect("staged output");
@@ -196,7 +206,11 @@ impl Output {
             let (to, _) = self.object(&name)?;
             moves.push((from.to_string(), to.to_string()));
         }
-        let journal = Journal { run_id, moves };
+        let journal = Journal {
+            run_id,
+            moves,
+            delta_before: None,
+        };
         let (path, url) = self.object(COMMIT_FILE)?;
         self.store
             .put(
@@ -207,6 +221,93 @@ impl Output {
             .map_err(|e| Error::output(url, format!("writing the commit journal: {e}")))?;
         crate::crash_point("journal");
         self.finish(&journal).await
+    }
+
+    /// Delta tables commit one by one. Before the first, records each table's version, so
+    /// that a run killed before its catalog is rolled back by the next one
+    /// ([`Output::recover`]). Parquet outputs need nothing: they are staged.
+    pub async fn begin(&self, tables: &[&str]) -> Result<()> {
+        let (Some(run_id), TableFormat::Delta) = (self.run_id.clone(), self.format) else {
+            return Ok(());
+        };
+        let mut before = BTreeMap::new();
+        for table in tables {
+            before.insert(table.to_string(), self.delta_version(table).await?);
+        }
+        let journal = Journal {
+            run_id,
+            moves: vec![],
+            delta_before: Some(before),
+        };
+        self.put(COMMIT_FILE, serde_json::to_vec_pretty(&journal)?)
+            .await
+    }
+
+    /// The current version of the Delta table `table`, `None` if there is none.
+    async fn delta_version(&self, table: &str) -> Result<Option<u64>> {
+        match self.delta_table(table).await? {
+            Some(t) => Ok(t.version()),
+            None => Ok(None),
+        }
+    }
+
+    async fn delta_table(&self, table: &str) -> Result<Option<DeltaTable>> {
+        let url = self.table_url(table)?;
+        let log = object_path(&url)?.join("_delta_log");
+        if self.store.list(Some(&log)).next().await.is_none() {
+            return Ok(None);
+        }
+        let loaded = deltalake::DeltaTableBuilder::from_url(url.clone())?
+            .with_storage_options(self.storage.for_delta(&url))
+            .load()
+            .await;
+        match loaded {
+            Ok(t) => Ok(Some(t)),
+            Err(deltalake::DeltaTableError::NotATable(_)) => Ok(None),
+            Err(e) => Err(Error::output(url, e)),
+        }
+    }
+
+    /// Whether the catalog published here is run `run_id`'s.
+    async fn published_by(&self, run_id: &str) -> Result<bool> {
+        let Some(bytes) = self.get(crate::run::CATALOG_FILE).await? else {
+            return Ok(false);
+        };
+        let catalog: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        Ok(catalog["run_id"] == run_id)
+    }
+
+    /// Puts each Delta table back at its version in `before`: a restore commit, or, for a
+    /// table the run created, its removal.
+    async fn roll_back(&self, before: &BTreeMap<String, Option<u64>>) -> Result<()> {
+        for (table, version) in before {
+            let Some(current) = self.delta_table(table).await? else {
+                continue;
+            };
+            let url = self.table_url(table)?.to_string();
+            match version {
+                Some(v) if current.version() > Some(*v) => {
+                    current
+                        .restore()
+                        .with_version_to_restore(*v)
+                        .await
+                        .map_err(|e| Error::output(&url, format!("restoring version {v}: {e}")))?;
+                }
+                Some(_) => {}
+                None => {
+                    let prefix = object_path(&self.table_url(table)?)?;
+                    let mut listed = self.store.list(Some(&prefix));
+                    while let Some(meta) = listed.next().await {
+                        let meta = meta.map_err(|e| Error::output(&url, e))?;
+                        self.store
+                            .delete(&meta.location)
+                            .await
+                            .map_err(|e| Error::output(&url, e))?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads a small file `name` under the output, if it is there.
@@ -318,8 +419,19 @@ impl Output {
                         format!("the commit journal is unreadable ({e}); remove it to go on"),
                     )
                 })?;
-                self.finish(&journal).await?;
-                recovery.completed = Some(journal.run_id);
+                match &journal.delta_before {
+                    None => {
+                        self.finish(&journal).await?;
+                        recovery.completed = Some(journal.run_id);
+                    }
+                    Some(before) => {
+                        if !self.published_by(&journal.run_id).await? {
+                            self.roll_back(before).await?;
+                            recovery.rolled_back = Some(journal.run_id.clone());
+                        }
+                        self.remove(COMMIT_FILE).await?;
+                    }
+                }
             }
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => {

@@ -389,6 +389,8 @@ async fn leased(
         as_of,
         output.format,
     );
+    // What recovery checks to tell a finished Delta publication from one cut short.
+    catalog["run_id"] = output.run_id().into();
     let footer = |table: &str| {
         vec![
             ("c360.table".to_string(), table.to_string()),
@@ -401,8 +403,11 @@ async fn leased(
     // the catalog finds everything it describes.
     lease.check().await?;
     if output.format == TableFormat::Delta {
-        // Delta tables commit one by one: without the state, a run stopped between them
-        // leaves nothing the next one would continue.
+        // Delta tables commit one by one: a run stopped between them is rolled back by the
+        // next one, which makes a full run as there is no state left to continue.
+        let mut tables = identity::OUTPUT_TABLES.to_vec();
+        tables.push("customer_360");
+        output.begin(&tables).await?;
         output.remove(STATE_FILE).await?;
     }
     let mut tables = vec![];

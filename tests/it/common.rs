@@ -12,6 +12,15 @@ use object_store::{ObjectStoreExt, PutPayload};
 
 pub const DEMO_TABLES: [&str; 5] = ["tracks", "identifies", "orders", "crm_contacts", "payments"];
 
+/// Every table a run publishes.
+pub const TABLES: [&str; 5] = [
+    "customer_360",
+    "identity_graph",
+    "identity_quarantine",
+    "identity_edges",
+    "identity_changes",
+];
+
 pub fn demo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/demo")
 }

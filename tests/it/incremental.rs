@@ -16,16 +16,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use rand::{Rng, SeedableRng};
 
-use crate::common::{c360, DEMO_TABLES, S3};
-
-/// Every table a run publishes.
-const TABLES: [&str; 5] = [
-    "customer_360",
-    "identity_graph",
-    "identity_quarantine",
-    "identity_edges",
-    "identity_changes",
-];
+use crate::common::{c360, DEMO_TABLES, S3, TABLES};
 
 /// The generated lake's rows of each input, dealt into `parts` parts that are appended to
 /// a second lake one at a time.
@@ -72,6 +63,15 @@ impl GrowingLake {
             parts,
             appended: vec![0; DEMO_TABLES.len()],
         }
+    }
+
+    /// A lake holding the first part of every input.
+    async fn started(root: &Path, parts: usize) -> Self {
+        let mut lake = Self::new(root, parts).await;
+        for i in 0..DEMO_TABLES.len() {
+            lake.append(i).await;
+        }
+        lake
     }
 
     fn project(&self) -> PathBuf {
@@ -281,10 +281,7 @@ fn report(out: &Path) -> serde_json::Value {
 #[tokio::test]
 async fn changes_a_run_cannot_continue_force_a_full_run_and_say_why() {
     let root = tempfile::tempdir().unwrap();
-    let mut lake = GrowingLake::new(root.path(), 2).await;
-    for i in 0..DEMO_TABLES.len() {
-        lake.append(i).await;
-    }
+    let mut lake = GrowingLake::started(root.path(), 2).await;
     let out = root.path().join("out");
     let at = "2026-06-30T00:00:00Z";
     let first = run_into(&lake.project(), &out, at, false).await;
@@ -375,10 +372,7 @@ async fn changes_a_run_cannot_continue_force_a_full_run_and_say_why() {
 async fn on_s3_a_continued_run_reads_only_new_files() {
     let s3 = S3::from_env();
     let root = tempfile::tempdir().unwrap();
-    let mut lake = GrowingLake::new(root.path(), 2).await;
-    for i in 0..DEMO_TABLES.len() {
-        lake.append(i).await;
-    }
+    let mut lake = GrowingLake::started(root.path(), 2).await;
     let prefix = s3.prefix("growing");
     s3.upload_new(&lake.dir, &prefix).await;
     let mut toml = String::from("[storage]\n");
@@ -427,10 +421,7 @@ async fn on_s3_a_continued_run_reads_only_new_files() {
 #[tokio::test]
 async fn a_killed_run_leaves_state_and_tables_together() {
     let root = tempfile::tempdir().unwrap();
-    let mut lake = GrowingLake::new(root.path(), 2).await;
-    for i in 0..DEMO_TABLES.len() {
-        lake.append(i).await;
-    }
+    let mut lake = GrowingLake::started(root.path(), 2).await;
     let (inc, full) = (root.path().join("inc"), root.path().join("full"));
     let at = "2026-06-30T00:00:00Z";
     run_into(&lake.project(), &inc, at, false).await;
@@ -465,10 +456,7 @@ async fn a_killed_run_leaves_state_and_tables_together() {
 #[tokio::test]
 async fn delta_outputs_are_continued_too() {
     let root = tempfile::tempdir().unwrap();
-    let mut lake = GrowingLake::new(root.path(), 2).await;
-    for i in 0..DEMO_TABLES.len() {
-        lake.append(i).await;
-    }
+    let mut lake = GrowingLake::started(root.path(), 2).await;
     let (inc, full) = (root.path().join("inc"), root.path().join("full"));
     let at = "2026-06-30T00:00:00Z";
     for (out, refresh) in [(&inc, false), (&full, true)] {

@@ -12,16 +12,9 @@ use c360::lake::StorageOptions;
 use c360::lease::{Lease, LEASE_FILE};
 use c360::output::{Output, TableFormat, COMMIT_FILE, STAGING_DIR};
 
-use crate::common::{assert_fails, c360, demo, python, text, S3};
+use crate::common::{assert_fails, c360, demo, python, text, S3, TABLES};
 
 const END: &str = "2026-06-30T00:00:00Z";
-const TABLES: [&str; 5] = [
-    "customer_360",
-    "identity_graph",
-    "identity_quarantine",
-    "identity_edges",
-    "identity_changes",
-];
 
 fn run_cmd(home: &Path, out: &Path) -> Command {
     let mut cmd = c360(home);
@@ -563,4 +556,81 @@ async fn a_store_that_stops_answering_fails_the_run_and_loses_nothing() {
     let next = run().output().unwrap();
     assert!(next.status.success(), "{}", text(&next.stderr));
     assert_ne!(read("features.json").await, before.0);
+}
+
+/// Every row of each Delta table of the output at `out`, sorted.
+async fn delta_tables(out: &Path) -> BTreeMap<String, String> {
+    let mut tables = BTreeMap::new();
+    for table in TABLES {
+        let ctx = c360::session().unwrap();
+        let location = out.join(table);
+        ctx.sql(&format!(
+            "CREATE EXTERNAL TABLE t STORED AS DELTA LOCATION '{}'",
+            location.display()
+        ))
+        .await
+        .unwrap();
+        let columns = ctx.table("t").await.unwrap().schema().fields().len();
+        let order: Vec<String> = (1..=columns).map(|c| c.to_string()).collect();
+        let sql = format!("SELECT * FROM t ORDER BY {}", order.join(", "));
+        let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        tables.insert(table.to_string(), text);
+    }
+    tables
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delta_output_killed_between_tables_is_rolled_back() {
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("out");
+    let run_at = |as_of: &str| {
+        let mut cmd = c360(home.path());
+        cmd.args(["run", "--format", "delta", "--as-of", as_of, "--output"])
+            .arg(&out)
+            .arg("--project")
+            .arg(demo().join("c360.toml"));
+        cmd
+    };
+    let first = run_at("2026-03-01").output().unwrap();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let before = delta_tables(&out).await;
+    // A later as-of time: every table would change. Killed after two of the five.
+    let killed = run_at(END)
+        .env("C360_CRASH_AT", "written:identity_quarantine")
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.code(), None, "{}", text(&killed.stderr));
+    assert!(out.join(COMMIT_FILE).exists());
+    assert_ne!(
+        delta_tables(&out).await["identity_graph"],
+        before["identity_graph"]
+    );
+
+    let output = Output::new(
+        out.to_str().unwrap(),
+        StorageOptions::default(),
+        TableFormat::Delta,
+    )
+    .unwrap()
+    .for_run("next");
+    let recovery = output.recover().await.unwrap();
+    assert!(recovery.rolled_back.is_some(), "{recovery:?}");
+    assert!(!out.join(COMMIT_FILE).exists());
+    assert_eq!(delta_tables(&out).await, before);
+
+    // A run killed after publishing its catalog is complete: it is not rolled back.
+    let killed = run_at(END)
+        .env("C360_CRASH_AT", "catalog")
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.code(), None, "{}", text(&killed.stderr));
+    assert!(out.join(COMMIT_FILE).exists());
+    let after = delta_tables(&out).await;
+    assert_ne!(after, before);
+    assert_eq!(output.recover().await.unwrap().rolled_back, None);
+    assert!(!out.join(COMMIT_FILE).exists());
+    assert_eq!(delta_tables(&out).await, after);
 }
