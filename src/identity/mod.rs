@@ -346,7 +346,10 @@ pub async fn build_counting(
     let Seed {
         graph: mut g,
         mut blocked,
+        accepted,
+        quarantine: carried,
     } = seed.unwrap_or_else(|| Seed::empty(project));
+    let seeded_rows: u64 = g.rows_read.iter().sum();
     let mut reservation =
         MemoryConsumer::new("identity graph").register(&ctx.runtime_env().memory_pool);
     let mut edge_index: HashMap<(u32, u32, u16), usize> = g
@@ -430,6 +433,19 @@ pub async fn build_counting(
         }
     }
     drop(edge_index);
+    let read_nothing = g.rows_read.iter().sum::<u64>() == seeded_rows;
+    if read_nothing && !accepted.is_empty() {
+        if let Some(previous) = previous {
+            // The same evidence closes the same way, into the previous people.
+            if carry_over(&mut g, previous) {
+                for (e, a) in g.edges.iter_mut().zip(accepted) {
+                    e.accepted = a;
+                }
+                g.quarantine = carried;
+                return Ok(g);
+            }
+        }
+    }
     for (t, values) in blocked.into_iter().enumerate() {
         for (value, (rule, rows)) in values {
             g.quarantine.push(Quarantined {
@@ -456,6 +472,10 @@ pub struct Seed {
     graph: IdentityGraph,
     /// Per id type: blocklisted value -> (rule, rows).
     blocked: Vec<HashMap<Box<str>, (String, u64)>>,
+    /// How the previous run closed the evidence, for a run that reads nothing new: per
+    /// edge whether it stitched, and every quarantine entry.
+    accepted: Vec<bool>,
+    quarantine: Vec<Quarantined>,
 }
 
 impl Seed {
@@ -472,7 +492,12 @@ impl Seed {
             ..Default::default()
         };
         let blocked = vec![HashMap::new(); graph.types.len()];
-        Self { graph, blocked }
+        Self {
+            graph,
+            blocked,
+            accepted: vec![],
+            quarantine: vec![],
+        }
     }
 
     /// The evidence in a previous run's `identity_graph`, `identity_edges` and
@@ -488,6 +513,8 @@ impl Seed {
         let Self {
             graph: mut g,
             mut blocked,
+            mut accepted,
+            quarantine: mut carried,
         } = Self::empty(project);
         let unknown = |what: &str, name: &str| Error::Output {
             location: "identity_graph".into(),
@@ -549,6 +576,7 @@ impl Seed {
             "first_seen",
             "last_seen",
             "rows",
+            "accepted",
         ])?;
         for batch in edges.collect().await? {
             let columns: Vec<_> = (0..5)
@@ -561,6 +589,8 @@ impl Seed {
             );
             let rows = cast(batch.column(7), &DataType::Int64)?;
             let rows = rows.as_primitive::<arrow::datatypes::Int64Type>();
+            let stitched = cast(batch.column(8), &DataType::Boolean)?;
+            accepted.extend(stitched.as_boolean().iter().map(|a| a == Some(true)));
             for r in 0..batch.num_rows() {
                 let end = |c: usize| {
                     let (t, v) = (text(c, r), text(c + 1, r));
@@ -582,20 +612,35 @@ impl Seed {
                 });
             }
         }
-        let quarantine = quarantine
-            .filter(datafusion::prelude::col("other_type").is_null())?
-            .select_columns(&["id_type", "id_value", "rule", "rows"])?;
+        let quarantine = quarantine.select_columns(&[
+            "id_type",
+            "id_value",
+            "rule",
+            "rows",
+            "other_type",
+            "other_value",
+        ])?;
         for batch in quarantine.collect().await? {
             let columns: Vec<_> = (0..3)
+                .chain(4..6)
                 .map(|c| utf8(batch.column(c)))
                 .collect::<Result<_>>()?;
             let text = |c: usize, r: usize| columns[c].as_string::<i32>().value(r);
             let rows = cast(batch.column(3), &DataType::Int64)?;
             let rows = rows.as_primitive::<arrow::datatypes::Int64Type>();
             for r in 0..batch.num_rows() {
+                carried.push(Quarantined {
+                    id_type: text(0, r).into(),
+                    value: text(1, r).into(),
+                    other: columns[3]
+                        .is_valid(r)
+                        .then(|| (text(3, r).into(), text(4, r).into())),
+                    rule: text(2, r).into(),
+                    rows: rows.value(r).max(0) as u64,
+                });
                 // Hubs and limits are found again over all the evidence; only blocklisted
                 // values, which never became identifiers, are evidence themselves.
-                if !text(2, r).starts_with(config::BLOCKLIST_RULE) {
+                if columns[3].is_valid(r) || !text(2, r).starts_with(config::BLOCKLIST_RULE) {
                     continue;
                 }
                 let t = g
@@ -607,7 +652,13 @@ impl Seed {
                 );
             }
         }
-        Ok((Self { graph: g, blocked }, previous.finish()))
+        let seed = Self {
+            graph: g,
+            blocked,
+            accepted,
+            quarantine: carried,
+        };
+        Ok((seed, previous.finish()))
     }
 }
 
@@ -913,6 +964,29 @@ fn close(g: &mut IdentityGraph, config: &IdentityConfig) {
             *dense.entry(*r).or_insert(next)
         })
         .collect();
+}
+
+/// Names the graph's nodes after the previous people they belong to, each person kept as
+/// it was; `false` (and nothing changed) if a node belongs to no previous person.
+fn carry_over(g: &mut IdentityGraph, previous: &Previous) -> bool {
+    let mut people: HashMap<&str, u32> = HashMap::new();
+    let mut component = Vec::with_capacity(g.len());
+    for n in 0..g.len() {
+        let (t, v) = g.describe(n as u32);
+        let Some((id, _)) = previous.get(&Key(t, v)) else {
+            return false;
+        };
+        let next = people.len() as u32;
+        component.push(*people.entry(id.as_str()).or_insert(next));
+    }
+    let mut canonical = vec![(String::new(), Change::Kept); people.len()];
+    for (id, c) in people {
+        canonical[c as usize].0 = id.to_string();
+    }
+    g.unchanged = vec![true; canonical.len()];
+    g.canonical = canonical;
+    g.component = component;
+    true
 }
 
 fn name_components(g: &mut IdentityGraph, previous: Option<&Previous>) {
