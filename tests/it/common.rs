@@ -197,3 +197,21 @@ pub fn strings(batches: &[arrow::array::RecordBatch], col: usize) -> Vec<Option<
     }
     out
 }
+
+/// Every row of the table stored at `location` (`stored`: PARQUET or DELTA, `options`: an
+/// OPTIONS clause or nothing), sorted on every column, as text.
+pub async fn sorted_rows(location: &str, stored: &str, options: &str) -> String {
+    let ctx = c360::session().unwrap();
+    ctx.sql(&format!(
+        "CREATE EXTERNAL TABLE t STORED AS {stored} LOCATION '{location}' {options}"
+    ))
+    .await
+    .unwrap();
+    let columns = ctx.table("t").await.unwrap().schema().fields().len();
+    let order: Vec<String> = (1..=columns).map(|c| c.to_string()).collect();
+    let sql = format!("SELECT * FROM t ORDER BY {}", order.join(", "));
+    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+}

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use arrow::util::pretty::pretty_format_batches;
 use c360::generate::{generate, GenerateOptions, LakeFormat};
 use c360::incremental::STATE_FILE;
 use c360::output::TableFormat;
@@ -16,7 +15,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use rand::{Rng, SeedableRng};
 
-use crate::common::{c360, DEMO_TABLES, S3, TABLES};
+use crate::common::{c360, sorted_rows, DEMO_TABLES, S3, TABLES};
 
 /// The generated lake's rows of each input, dealt into `parts` parts that are appended to
 /// a second lake one at a time.
@@ -159,21 +158,12 @@ async fn run_as(
 
 /// Every row of the published table at `location`, sorted on every column.
 async fn dump_at(location: &str, format: TableFormat, options: &str) -> String {
-    let ctx = c360::session().unwrap();
-    let (stored, location) = match format {
-        TableFormat::Parquet => ("PARQUET", format!("{location}.parquet")),
-        TableFormat::Delta => ("DELTA", location.to_string()),
-    };
-    ctx.sql(&format!(
-        "CREATE EXTERNAL TABLE t STORED AS {stored} LOCATION '{location}' {options}"
-    ))
-    .await
-    .unwrap();
-    let columns = ctx.table("t").await.unwrap().schema().fields().len();
-    let order: Vec<String> = (1..=columns).map(|c| c.to_string()).collect();
-    let sql = format!("SELECT * FROM t ORDER BY {}", order.join(", "));
-    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
-    pretty_format_batches(&batches).unwrap().to_string()
+    match format {
+        TableFormat::Parquet => {
+            sorted_rows(&format!("{location}.parquet"), "PARQUET", options).await
+        }
+        TableFormat::Delta => sorted_rows(location, "DELTA", options).await,
+    }
 }
 
 /// Asserts two outputs (folders or prefixes) hold the same rows in every table.

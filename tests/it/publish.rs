@@ -12,7 +12,7 @@ use c360::lake::StorageOptions;
 use c360::lease::{Lease, LEASE_FILE};
 use c360::output::{Output, TableFormat, COMMIT_FILE, STAGING_DIR};
 
-use crate::common::{assert_fails, c360, demo, python, text, S3, TABLES};
+use crate::common::{assert_fails, c360, demo, python, sorted_rows, text, S3, TABLES};
 
 const END: &str = "2026-06-30T00:00:00Z";
 
@@ -562,21 +562,8 @@ async fn a_store_that_stops_answering_fails_the_run_and_loses_nothing() {
 async fn delta_tables(out: &Path) -> BTreeMap<String, String> {
     let mut tables = BTreeMap::new();
     for table in TABLES {
-        let ctx = c360::session().unwrap();
-        let location = out.join(table);
-        ctx.sql(&format!(
-            "CREATE EXTERNAL TABLE t STORED AS DELTA LOCATION '{}'",
-            location.display()
-        ))
-        .await
-        .unwrap();
-        let columns = ctx.table("t").await.unwrap().schema().fields().len();
-        let order: Vec<String> = (1..=columns).map(|c| c.to_string()).collect();
-        let sql = format!("SELECT * FROM t ORDER BY {}", order.join(", "));
-        let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
-        let text = arrow::util::pretty::pretty_format_batches(&batches)
-            .unwrap()
-            .to_string();
+        let location = out.join(table).display().to_string();
+        let text = sorted_rows(&location, "DELTA", "").await;
         tables.insert(table.to_string(), text);
     }
     tables
