@@ -291,7 +291,8 @@ async fn leased(
     let (mut seed, mut previous) = (None, None);
     if let Mode::Incremental { rows, .. } = &mode {
         match read_seed(ctx, output, project, rows).await {
-            Ok((s, p)) => (seed, previous) = (Some(s), Some(p)),
+            // The seed knows the previous ids of its identifiers itself.
+            Ok(s) => seed = Some(s),
             Err(e) => {
                 mode = Mode::Full {
                     reason: format!("the previous graph cannot be continued: {}", e.cause()),
@@ -534,7 +535,7 @@ async fn read_seed(
     output: &Output,
     project: &Project,
     rows: &BTreeMap<String, u64>,
-) -> Result<(identity::Seed, identity::Previous)> {
+) -> Result<identity::Seed> {
     let mut tables = vec![];
     for name in ["identity_graph", "identity_edges", "identity_quarantine"] {
         match previous_table(ctx, output, name).await? {

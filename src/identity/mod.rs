@@ -54,6 +54,56 @@ impl hashbrown::Equivalent<(String, String)> for Key<'_> {
     }
 }
 
+/// The canonical ids of a continued graph's first nodes, which came from the previous
+/// graph: no identifier text is copied to find them.
+#[derive(Default)]
+struct SeededIds {
+    /// Per seeded node: index into `ids`.
+    of: Vec<u32>,
+    /// Previous canonical ids, with when their cluster was first seen.
+    ids: Vec<(String, i64)>,
+}
+
+/// Where a build finds each identifier's previous canonical id.
+enum Earlier<'a> {
+    Map(&'a Previous),
+    Seeded(&'a SeededIds),
+}
+
+impl Earlier<'_> {
+    /// Node `n`'s previous canonical id and that cluster's first seen.
+    fn of(&self, g: &IdentityGraph, n: usize) -> Option<(&str, i64)> {
+        match self {
+            Earlier::Map(p) => {
+                let (t, v) = g.describe(n as u32);
+                p.get(&Key(t, v)).map(|(id, first)| (id.as_str(), *first))
+            }
+            Earlier::Seeded(s) => {
+                let (id, first) = &s.ids[*s.of.get(n)? as usize];
+                Some((id.as_str(), *first))
+            }
+        }
+    }
+
+    /// Identifiers per previous canonical id.
+    fn sizes(&self) -> HashMap<&str, usize> {
+        let mut sizes: HashMap<&str, usize> = HashMap::new();
+        match self {
+            Earlier::Map(p) => {
+                for (id, _) in p.values() {
+                    *sizes.entry(id.as_str()).or_default() += 1;
+                }
+            }
+            Earlier::Seeded(s) => {
+                for &i in &s.of {
+                    *sizes.entry(s.ids[i as usize].0.as_str()).or_default() += 1;
+                }
+            }
+        }
+        sizes
+    }
+}
+
 /// One link between two identifiers, as seen in one input.
 #[derive(Debug, Clone)]
 pub struct Edge {
@@ -348,7 +398,13 @@ pub async fn build_counting(
         mut blocked,
         accepted,
         quarantine: carried,
+        ids: seeded,
     } = seed.unwrap_or_else(|| Seed::empty(project));
+    let earlier = match previous {
+        Some(p) => Some(Earlier::Map(p)),
+        None if !seeded.of.is_empty() => Some(Earlier::Seeded(&seeded)),
+        None => None,
+    };
     let seeded_rows: u64 = g.rows_read.iter().sum();
     let mut reservation =
         MemoryConsumer::new("identity graph").register(&ctx.runtime_env().memory_pool);
@@ -435,9 +491,9 @@ pub async fn build_counting(
     drop(edge_index);
     let read_nothing = g.rows_read.iter().sum::<u64>() == seeded_rows;
     if read_nothing && !accepted.is_empty() {
-        if let Some(previous) = previous {
+        if let Some(earlier) = &earlier {
             // The same evidence closes the same way, into the previous people.
-            if carry_over(&mut g, previous) {
+            if carry_over(&mut g, earlier) {
                 for (e, a) in g.edges.iter_mut().zip(accepted) {
                     e.accepted = a;
                 }
@@ -458,7 +514,7 @@ pub async fn build_counting(
         }
     }
     close(&mut g, config);
-    name_components(&mut g, previous);
+    name_components(&mut g, earlier.as_ref());
     g.quarantine
         .sort_by(|a, b| (&a.rule, &a.id_type, &a.value).cmp(&(&b.rule, &b.id_type, &b.value)));
     Ok(g)
@@ -476,6 +532,7 @@ pub struct Seed {
     /// edge whether it stitched, and every quarantine entry.
     accepted: Vec<bool>,
     quarantine: Vec<Quarantined>,
+    ids: SeededIds,
 }
 
 impl Seed {
@@ -497,6 +554,7 @@ impl Seed {
             blocked,
             accepted: vec![],
             quarantine: vec![],
+            ids: SeededIds::default(),
         }
     }
 
@@ -509,12 +567,13 @@ impl Seed {
         edges: datafusion::prelude::DataFrame,
         quarantine: datafusion::prelude::DataFrame,
         rows_read: &std::collections::BTreeMap<String, u64>,
-    ) -> Result<(Self, Previous)> {
+    ) -> Result<Self> {
         let Self {
             graph: mut g,
             mut blocked,
             mut accepted,
             quarantine: mut carried,
+            ids: mut seeded,
         } = Self::empty(project);
         let unknown = |what: &str, name: &str| Error::Output {
             location: "identity_graph".into(),
@@ -540,14 +599,15 @@ impl Seed {
             "canonical_id",
         ])?;
         // The same rows give the previous canonical ids.
-        let mut previous = PreviousRows::default();
+        let mut index: HashMap<String, u32> = HashMap::new();
         for batch in graph.collect().await? {
             let (t, v) = (utf8(batch.column(0))?, utf8(batch.column(1))?);
             let (first, last) = (
                 micros(batch.column(2), i64::MAX)?,
                 micros(batch.column(3), i64::MIN)?,
             );
-            previous.add(&t, &v, &utf8(batch.column(5))?, &first);
+            let canonical = utf8(batch.column(5))?;
+            let canonical = canonical.as_string::<i32>();
             let sources = batch.column(4).as_list::<i32>();
             let (offsets, seen_in) = (sources.value_offsets(), utf8(sources.values())?);
             let seen_in = seen_in.as_string::<i32>();
@@ -565,6 +625,20 @@ impl Seed {
                     None => g.intern_unseen(ty, value),
                 };
                 g.see(n, first[r], last[r]);
+                let id = canonical.value(r);
+                let i = match index.get(id) {
+                    Some(&i) => i,
+                    None => {
+                        seeded.ids.push((id.to_string(), i64::MAX));
+                        index.insert(id.to_string(), seeded.ids.len() as u32 - 1);
+                        seeded.ids.len() as u32 - 1
+                    }
+                };
+                seeded.ids[i as usize].1 = seeded.ids[i as usize].1.min(first[r]);
+                if seeded.of.len() <= n as usize {
+                    seeded.of.resize(n as usize + 1, i);
+                }
+                seeded.of[n as usize] = i;
             }
         }
         let edges = edges.select_columns(&[
@@ -652,13 +726,13 @@ impl Seed {
                 );
             }
         }
-        let seed = Self {
+        Ok(Self {
             graph: g,
             blocked,
             accepted,
             quarantine: carried,
-        };
-        Ok((seed, previous.finish()))
+            ids: seeded,
+        })
     }
 }
 
@@ -968,16 +1042,15 @@ fn close(g: &mut IdentityGraph, config: &IdentityConfig) {
 
 /// Names the graph's nodes after the previous people they belong to, each person kept as
 /// it was; `false` (and nothing changed) if a node belongs to no previous person.
-fn carry_over(g: &mut IdentityGraph, previous: &Previous) -> bool {
+fn carry_over(g: &mut IdentityGraph, earlier: &Earlier<'_>) -> bool {
     let mut people: HashMap<&str, u32> = HashMap::new();
     let mut component = Vec::with_capacity(g.len());
     for n in 0..g.len() {
-        let (t, v) = g.describe(n as u32);
-        let Some((id, _)) = previous.get(&Key(t, v)) else {
+        let Some((id, _)) = earlier.of(g, n) else {
             return false;
         };
         let next = people.len() as u32;
-        component.push(*people.entry(id.as_str()).or_insert(next));
+        component.push(*people.entry(id).or_insert(next));
     }
     let mut canonical = vec![(String::new(), Change::Kept); people.len()];
     for (id, c) in people {
@@ -989,7 +1062,7 @@ fn carry_over(g: &mut IdentityGraph, previous: &Previous) -> bool {
     true
 }
 
-fn name_components(g: &mut IdentityGraph, previous: Option<&Previous>) {
+fn name_components(g: &mut IdentityGraph, earlier: Option<&Earlier<'_>>) {
     let n_components = g
         .component
         .iter()
@@ -1000,9 +1073,7 @@ fn name_components(g: &mut IdentityGraph, previous: Option<&Previous>) {
     for (node, &c) in g.component.iter().enumerate() {
         let id_type = g.types[g.node_type[node] as usize].as_str();
         let value: &str = &g.node_value[node];
-        let prev = previous
-            .and_then(|p| p.get(&Key(id_type, value)))
-            .map(|(id, first)| (id.as_str(), *first));
+        let prev = earlier.and_then(|e| e.of(g, node));
         members[c as usize].push(canonical::Member {
             id_type,
             value,
@@ -1013,13 +1084,10 @@ fn name_components(g: &mut IdentityGraph, previous: Option<&Previous>) {
     let named = canonical::assign(&members);
     // A person is unchanged when no row read this run carries one of its identifiers and
     // its identifiers are exactly one previous person's, under the id it keeps.
-    let unchanged: Vec<bool> = match previous {
+    let unchanged: Vec<bool> = match earlier {
         None => vec![false; named.len()],
-        Some(p) => {
-            let mut sizes: HashMap<&str, usize> = HashMap::new();
-            for (id, _) in p.values() {
-                *sizes.entry(id.as_str()).or_default() += 1;
-            }
+        Some(e) => {
+            let sizes = e.sizes();
             members
                 .iter()
                 .zip(&named)
