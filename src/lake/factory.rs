@@ -14,7 +14,7 @@ use datafusion::datasource::listing::{ListingTable, ListingTableConfig};
 use datafusion::datasource::listing_table_factory::ListingTableFactory;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::CreateExternalTable;
-use deltalake::{DeltaTableBuilder, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
 
 use super::storage::{self, is_storage_key, resolve_location, StorageOptions};
@@ -193,21 +193,20 @@ fn delta_builder(url: &Url, storage: &StorageOptions) -> Result<DeltaTableBuilde
     Ok(b)
 }
 
-/// The version of the Delta table at `url` current at `as_of` (RFC 3339), or the latest.
-/// A table whose first commit is after `as_of` (a backfill) gives its latest version, and
-/// says so.
+/// The Delta table at `url` as it was at `as_of` (RFC 3339), or the latest. A table whose
+/// first commit is after `as_of` (a backfill) is loaded at its latest version, and says so.
 pub async fn delta_version_at(
     url: &Url,
     storage: &StorageOptions,
     as_of: Option<&str>,
-) -> Result<(u64, Option<String>)> {
+) -> Result<(DeltaTable, Option<String>)> {
     let not_table = |e: DeltaTableError| Error::location(url.as_str(), e);
     let Some(at) = as_of else {
         let table = delta_builder(url, storage)?
             .load()
             .await
             .map_err(not_table)?;
-        return Ok((table.version().unwrap_or(0) as u64, None));
+        return Ok((table, None));
     };
     let table = delta_builder(url, storage)?
         .with_datestring(at)
@@ -229,28 +228,32 @@ pub async fn delta_version_at(
                 .load()
                 .await
                 .map_err(not_table)?;
-            let latest = latest.version().unwrap_or(0) as u64;
+            let version = latest.version().unwrap_or(0);
             Ok((latest, Some(format!(
-                "first committed after the as-of time: read at its latest version, {latest}, rows filtered by event time"
+                "first committed after the as-of time: read at its latest version, {version}, rows filtered by event time"
             ))))
         }
-        _ => Ok((version as u64, None)),
+        _ => Ok((table, None)),
     }
 }
 
-/// The data files of version `version` of the Delta table at `url`: URI -> size and
-/// last change (millis). A file whose rows a deletion vector hides gets the vector's hash
-/// as its last change: to a later run, it was rewritten.
-pub async fn delta_files(
+/// Version `version` of the Delta table at `url`.
+pub async fn delta_at_version(
     url: &Url,
     storage: &StorageOptions,
     version: u64,
-) -> Result<Vec<(String, (u64, i64))>> {
-    let table = delta_builder(url, storage)?
+) -> Result<DeltaTable> {
+    delta_builder(url, storage)?
         .with_version(version)
         .load()
         .await
-        .map_err(|e| Error::location(url.as_str(), e))?;
+        .map_err(|e| Error::location(url.as_str(), e))
+}
+
+/// The data files of the loaded Delta `table` at `url`: URI -> size and last change
+/// (millis). A file whose rows a deletion vector hides gets the vector's hash
+/// as its last change: to a later run, it was rewritten.
+pub fn delta_files(url: &Url, table: &DeltaTable) -> Result<Vec<(String, (u64, i64))>> {
     let state = table
         .snapshot()
         .map_err(|e| Error::location(url.as_str(), e))?;
@@ -278,11 +281,7 @@ pub async fn open_delta_files(
     version: u64,
     files: &[String],
 ) -> Result<Arc<dyn TableProvider>> {
-    let table = delta_builder(url, storage)?
-        .with_version(version)
-        .load()
-        .await
-        .map_err(|e| Error::location(url.as_str(), e))?;
+    let table = delta_at_version(url, storage, version).await?;
     storage::register_store(state.runtime_env(), url, storage)?;
     let state = session_state(state)?.clone();
     Ok(table

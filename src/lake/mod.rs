@@ -268,16 +268,17 @@ pub async fn pin(spec: &TableSpec, as_of: Option<&str>) -> Result<(TableSpec, Sn
     let mut pinned = spec.clone();
     pinned.format = format;
     if format == Format::Delta {
-        let (version, note) = match &spec.time_travel {
-            TimeTravel::Version(v) => (*v as u64, None),
+        let (table, note) = match &spec.time_travel {
+            TimeTravel::Version(v) => (
+                factory::delta_at_version(&url, &spec.storage, *v as u64).await?,
+                None,
+            ),
             TimeTravel::Timestamp(t) => delta_version_at(&url, &spec.storage, Some(t)).await?,
             TimeTravel::Latest => delta_version_at(&url, &spec.storage, as_of).await?,
         };
+        let version = table.version().unwrap_or(0);
         pinned.time_travel = TimeTravel::Version(version as i64);
-        let listing = factory::delta_files(&url, &spec.storage, version)
-            .await?
-            .into_iter()
-            .collect();
+        let listing = factory::delta_files(&url, &table)?.into_iter().collect();
         let snapshot = Snapshot {
             format: "delta".into(),
             version: Some(version),
