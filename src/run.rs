@@ -363,7 +363,7 @@ async fn leased(
             since,
             features_changed,
             ..
-        } => match previous_customers(ctx, output).await? {
+        } => match previous_table(ctx, output, "customer_360").await? {
             Some(before) => {
                 continued_customers(
                     ctx,
@@ -550,11 +550,6 @@ async fn read_seed(
     }
     let [graph, edges, quarantine] = <[DataFrame; 3]>::try_from(tables).expect("three tables");
     identity::Seed::from_tables(project, graph, edges, quarantine, rows).await
-}
-
-/// The customer_360 a previous run published here.
-async fn previous_customers(ctx: &SessionContext, output: &Output) -> Result<Option<DataFrame>> {
-    previous_table(ctx, output, "customer_360").await
 }
 
 /// Everyone's row, computed.
