@@ -11,13 +11,14 @@
 
 pub mod canonical;
 pub mod config;
+mod hashed;
 mod lookup;
 mod tables;
 
 use std::collections::VecDeque;
 
 // foldhash: identifiers are hashed tens of millions of times per run.
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ use futures::StreamExt;
 
 pub use canonical::Change;
 use config::Blocklist;
+use hashed::{KeyHasher, KeyMap};
 pub use config::IdentityConfig;
 pub use tables::OUTPUT_TABLES;
 
@@ -138,8 +140,9 @@ pub struct IdentityGraph {
     last_seen: Vec<i64>,
     /// Bit i set: seen in input i.
     sources: Vec<u64>,
-    /// Per id type: value -> node. Looked up by `&str`, so reading rows allocates nothing.
-    index: Vec<HashMap<Box<str>, u32>>,
+    /// Per id type: value's key -> node.
+    index: Vec<KeyMap<u32>>,
+    keys: KeyHasher,
     /// Bytes of identifier text held, for memory accounting.
     text_bytes: usize,
     pub edges: Vec<Edge>,
@@ -158,28 +161,30 @@ pub struct IdentityGraph {
     pub unchanged: Vec<bool>,
 }
 
-/// Union-find over dense node ids, with per-component counts of each id type for limits.
+/// Union-find over dense node ids, with per-component counts of the limited id types.
 struct Closure {
     sets: DenseUnionFind,
-    counts: Vec<Vec<u32>>,
+    /// The limited types, as (type, limit), in type order.
+    limited: Vec<(u16, u32)>,
+    /// Per node, then per limited type: identifiers of that type in the node's component
+    /// (meaningful at roots). One flat vector: a run links millions of nodes.
+    counts: Vec<u32>,
 }
 
 impl Closure {
-    fn new(node_type: &[u16], n_types: usize, track_counts: bool) -> Self {
-        let counts = if track_counts {
-            node_type
-                .iter()
-                .map(|&t| {
-                    let mut c = vec![0; n_types];
-                    c[t as usize] = 1;
-                    c
-                })
-                .collect()
-        } else {
-            vec![]
-        };
+    fn new(node_type: &[u16], limited: Vec<(u16, u32)>) -> Self {
+        let k = limited.len();
+        let mut counts = vec![0; node_type.len() * k];
+        if k > 0 {
+            for (n, &t) in node_type.iter().enumerate() {
+                if let Some(j) = limited.iter().position(|&(l, _)| l == t) {
+                    counts[n * k + j] = 1;
+                }
+            }
+        }
         Self {
             sets: DenseUnionFind::new(node_type.len()),
+            limited,
             counts,
         }
     }
@@ -188,13 +193,22 @@ impl Closure {
         self.sets.find(i)
     }
 
+    /// The first limit joining roots `a` and `b` would break, as (type, limit).
+    fn broken(&self, a: u32, b: u32) -> Option<(u16, u32)> {
+        let k = self.limited.len();
+        let (a, b) = (a as usize * k, b as usize * k);
+        self.limited
+            .iter()
+            .enumerate()
+            .find(|&(j, &(_, limit))| self.counts[a + j] + self.counts[b + j] > limit)
+            .map(|(_, &l)| l)
+    }
+
     fn union_roots(&mut self, a: u32, b: u32) {
         let (kept, absorbed) = self.sets.union_roots(a, b);
-        if !self.counts.is_empty() {
-            let moved = std::mem::take(&mut self.counts[absorbed as usize]);
-            for (t, n) in moved.into_iter().enumerate() {
-                self.counts[kept as usize][t] += n;
-            }
+        let k = self.limited.len();
+        for j in 0..k {
+            self.counts[kept as usize * k + j] += self.counts[absorbed as usize * k + j];
         }
     }
 }
@@ -214,7 +228,7 @@ impl IdentityGraph {
 
     /// The person (component) of an identifier (already normalized) of type `t`.
     pub(crate) fn person_of(&self, t: u16, value: &str) -> Option<u32> {
-        let n = *self.index.get(t as usize)?.get(value)?;
+        let n = *self.index.get(t as usize)?.get(&self.keys.key(value))?;
         Some(self.component[n as usize])
     }
 
@@ -232,7 +246,10 @@ impl IdentityGraph {
 
     fn node(&self, id_type: &str, value: &str) -> Option<u32> {
         let t = self.type_id(id_type)?;
-        self.index.get(t as usize)?.get(value).copied()
+        self.index
+            .get(t as usize)?
+            .get(&self.keys.key(value))
+            .copied()
     }
 
     /// The canonical id of an identifier (already normalized), if it is in the graph.
@@ -243,15 +260,23 @@ impl IdentityGraph {
 
     /// The node of `value`, added if new, marked as seen in `input`.
     fn intern(&mut self, t: u16, value: &str, input: usize) -> u32 {
+        self.intern_keyed(t, self.keys.key(value), value, input)
+    }
+
+    /// [`Self::intern`] of a value whose key is known.
+    fn intern_keyed(&mut self, t: u16, key: u128, value: &str, input: usize) -> u32 {
         if self.index.len() <= t as usize {
-            self.index.resize_with(t as usize + 1, HashMap::new);
+            self.index.resize_with(t as usize + 1, KeyMap::default);
         }
-        let n = match self.index[t as usize].get(value) {
-            Some(&n) => n,
+        let n = match self.index[t as usize].get(&key) {
+            Some(&n) => {
+                debug_assert_eq!(&*self.node_value[n as usize], value, "128-bit key collision");
+                n
+            }
             None => {
                 let n = self.node_value.len() as u32;
-                self.index[t as usize].insert(value.into(), n);
-                self.text_bytes += 2 * value.len();
+                self.index[t as usize].insert(key, n);
+                self.text_bytes += value.len();
                 self.node_type.push(t);
                 self.node_value.push(value.into());
                 self.first_seen.push(i64::MAX);
@@ -270,7 +295,7 @@ impl IdentityGraph {
         let known = self
             .index
             .get(t as usize)
-            .is_some_and(|i| i.contains_key(value));
+            .is_some_and(|i| i.contains_key(&self.keys.key(value)));
         let n = self.intern(t, value, 0);
         if !known {
             self.sources[n as usize] = 0;
@@ -421,6 +446,7 @@ pub async fn build_counting(
             .map(|t| config.blocklist.get(t).cloned())
             .collect(),
     );
+    let tt = std::time::Instant::now();
     for (input_no, input) in project
         .inputs
         .iter()
@@ -461,7 +487,7 @@ pub async fn build_counting(
             .into_iter()
             .map(|stream| {
                 let (types, blocklists) = (types.clone(), blocklists.clone());
-                tokio::spawn(read_part(stream, types, blocklists, rows.clone()))
+                tokio::spawn(read_part(stream, types, blocklists, g.keys, rows.clone()))
             })
             .collect();
         for reader in readers {
@@ -484,7 +510,9 @@ pub async fn build_counting(
                         ),
                     },
                 })?;
+            eprintln!("TIMING read {} {:?}", input.name, tt.elapsed());
             merge_part(&mut g, &mut blocked, &mut edge_index, part, input_no);
+            eprintln!("TIMING merged {} {:?}", input.name, tt.elapsed());
             grow(&mut reservation, g.bytes() + edge_index.len() * 24)?;
         }
     }
@@ -513,8 +541,11 @@ pub async fn build_counting(
             });
         }
     }
+    eprintln!("TIMING before close {:?}", tt.elapsed());
     close(&mut g, config);
+    eprintln!("TIMING closed {:?}", tt.elapsed());
     name_components(&mut g, earlier.as_ref());
+    eprintln!("TIMING named {:?}", tt.elapsed());
     g.quarantine
         .sort_by(|a, b| (&a.rule, &a.id_type, &a.value).cmp(&(&b.rule, &b.id_type, &b.value)));
     Ok(g)
@@ -756,8 +787,10 @@ const UTC_MICROS: &str = "Timestamp(Microsecond, Some(\"UTC\"))";
 /// met, and its links, each with when it was first and last seen and on how many rows.
 #[derive(Default)]
 struct Part {
-    /// Per id type: value -> local node.
-    index: Vec<HashMap<Box<str>, u32>>,
+    /// Per id type: value's key -> local node.
+    index: Vec<KeyMap<u32>>,
+    /// Per local node: its type, key and value.
+    values: Vec<(u16, u128, Box<str>)>,
     /// Per local node: first and last seen.
     seen: Vec<(i64, i64)>,
     blocked: Vec<HashMap<Box<str>, (String, u64)>>,
@@ -772,11 +805,12 @@ async fn read_part(
     mut stream: SendableRecordBatchStream,
     types: Arc<Vec<u16>>,
     blocklists: Arc<Vec<Option<Blocklist>>>,
+    keys: KeyHasher,
     read: Arc<AtomicU64>,
 ) -> Result<Part> {
     let n_types = blocklists.len();
     let mut part = Part {
-        index: vec![HashMap::new(); n_types],
+        index: vec![KeyMap::default(); n_types],
         blocked: vec![HashMap::new(); n_types],
         ..Default::default()
     };
@@ -800,8 +834,9 @@ async fn read_part(
                     continue;
                 }
                 let v = col.value(r);
+                let key = keys.key(v);
                 let index = &mut part.index[ty as usize];
-                let n = match index.get(v) {
+                let n = match index.get(&key) {
                     Some(&n) => n,
                     None => {
                         // Only values not seen before meet the blocklist's patterns.
@@ -817,7 +852,8 @@ async fn read_part(
                             continue;
                         }
                         let n = part.seen.len() as u32;
-                        index.insert(v.into(), n);
+                        index.insert(key, n);
+                        part.values.push((ty, key, v.into()));
                         part.seen.push((i64::MAX, i64::MIN));
                         n
                     }
@@ -862,17 +898,13 @@ fn merge_part(
     }
     g.rows_read[input] += part.rows;
     // In the partition's own order, so node ids and edge order repeat from run to run.
-    let mut values: Vec<(u16, Box<str>)> = vec![(0, "".into()); part.seen.len()];
-    for (t, index) in part.index.into_iter().enumerate() {
-        for (value, local) in index {
-            values[local as usize] = (t as u16, value);
-        }
-    }
-    let global: Vec<u32> = values
+    drop(part.index);
+    let global: Vec<u32> = part
+        .values
         .iter()
         .zip(&part.seen)
-        .map(|((t, value), &(first, last))| {
-            let n = g.intern(*t, value, input);
+        .map(|((t, key, value), &(first, last))| {
+            let n = g.intern_keyed(*t, *key, value, input);
             g.see(n, first, last);
             g.touched[n as usize] = true;
             n
@@ -918,109 +950,34 @@ fn grow(reservation: &mut MemoryReservation, bytes: usize) -> Result<()> {
 /// Hub detection, then the limit-guarded transitive closure.
 fn close(g: &mut IdentityGraph, config: &IdentityConfig) {
     let n = g.len();
-    let n_types = g.types.len();
-    // Hubs: distinct neighbours of each other type.
-    let mut hub = vec![false; n];
-    if !config.hubs.is_empty() {
-        let mut neighbours: HashMap<(u32, u16), HashSet<u32>> = HashMap::new();
-        for e in &g.edges {
-            neighbours
-                .entry((e.a, g.node_type[e.b as usize]))
-                .or_default()
-                .insert(e.b);
-            neighbours
-                .entry((e.b, g.node_type[e.a as usize]))
-                .or_default()
-                .insert(e.a);
-        }
-        let mut found: Vec<(u32, String)> = vec![];
-        for ((node, other), set) in &neighbours {
-            let (t, o) = (
-                &g.types[g.node_type[*node as usize] as usize],
-                &g.types[*other as usize],
-            );
-            if let Some(&max) = config.hubs.get(&(t.clone(), o.clone())) {
-                if set.len() as u64 > max {
-                    found.push((
-                        *node,
-                        format!("hub: {t} linked to {} {o} (at most {max})", set.len()),
-                    ));
-                }
-            }
-        }
-        found.sort();
-        found.dedup_by_key(|(n, _)| *n);
-        for (node, _) in &found {
-            hub[*node as usize] = true;
-        }
-        // Rows carrying each hub, in one pass over the edges.
-        let mut hub_rows: HashMap<u32, u64> = HashMap::new();
-        for e in &g.edges {
-            for node in [e.a, e.b] {
-                if hub[node as usize] {
-                    *hub_rows.entry(node).or_default() += e.rows;
-                }
-            }
-        }
-        for (node, rule) in found {
-            let (t, v) = g.describe(node);
-            let rows = hub_rows.get(&node).copied().unwrap_or(0);
-            g.quarantine.push(Quarantined {
-                id_type: t.into(),
-                value: v.into(),
-                other: None,
-                rule,
-                rows,
-            });
-        }
-    }
-    // Most trusted evidence first, so limits reject the least trusted.
-    let rank = |node: u32| g.node_type[node as usize];
-    let mut order: Vec<usize> = (0..g.edges.len()).collect();
-    // Ties break on the identifiers themselves, never on the order rows were read in; their
-    // text is only compared when ranks and times are equal.
-    let cheap = |i: usize| {
-        let e = &g.edges[i];
-        let (ra, rb) = (rank(e.a), rank(e.b));
-        (ra.max(rb), ra.min(rb), e.first_seen)
-    };
-    let text = |i: usize| {
-        let e = &g.edges[i];
-        let (a, b) = (g.describe(e.a), g.describe(e.b));
-        (a.min(b), a.max(b), e.input)
-    };
-    order.sort_unstable_by(|&x, &y| cheap(x).cmp(&cheap(y)).then_with(|| text(x).cmp(&text(y))));
-    let limits: Vec<Option<u32>> = g
+    let hub = find_hubs(g, config);
+    let order = evidence_order(g);
+    let limited: Vec<(u16, u32)> = g
         .types
         .iter()
-        .map(|t| {
-            config
-                .limits
-                .get(t)
-                .map(|&l| l.min(u64::from(u32::MAX)) as u32)
+        .enumerate()
+        .filter_map(|(t, name)| {
+            let l = *config.limits.get(name)?;
+            Some((t as u16, l.min(u64::from(u32::MAX)) as u32))
         })
         .collect();
-    let mut closure = Closure::new(&g.node_type, n_types, limits.iter().any(Option::is_some));
+    let mut closure = Closure::new(&g.node_type, limited);
     for i in order {
+        let i = i as usize;
         let (a, b) = (g.edges[i].a, g.edges[i].b);
         if hub[a as usize] || hub[b as usize] {
             continue;
         }
         let (ra, rb) = (closure.find(a), closure.find(b));
         if ra != rb {
-            let broken = limits.iter().enumerate().find_map(|(t, limit)| {
-                let limit = (*limit)?;
-                let total = closure.counts[ra as usize][t] + closure.counts[rb as usize][t];
-                (total > limit).then_some((t, limit))
-            });
-            if let Some((t, limit)) = broken {
+            if let Some((t, limit)) = closure.broken(ra, rb) {
                 let (ta, va) = g.describe(a);
                 let (tb, vb) = g.describe(b);
                 g.quarantine.push(Quarantined {
                     id_type: ta.into(),
                     value: va.into(),
                     other: Some((tb.into(), vb.into())),
-                    rule: format!("limit: at most {limit} {} per person", g.types[t]),
+                    rule: format!("limit: at most {limit} {} per person", g.types[t as usize]),
                     rows: g.edges[i].rows,
                 });
                 continue;
@@ -1029,15 +986,124 @@ fn close(g: &mut IdentityGraph, config: &IdentityConfig) {
         }
         g.edges[i].accepted = true;
     }
-    let roots = closure.sets.roots();
-    let mut dense: HashMap<u32, u32> = HashMap::new();
-    g.component = roots
-        .iter()
-        .map(|r| {
-            let next = dense.len() as u32;
-            *dense.entry(*r).or_insert(next)
+    // Components numbered in order of their first node.
+    let mut dense = vec![u32::MAX; n];
+    let mut next = 0;
+    g.component = (0..n as u32)
+        .map(|i| {
+            let r = closure.find(i) as usize;
+            if dense[r] == u32::MAX {
+                dense[r] = next;
+                next += 1;
+            }
+            dense[r]
         })
         .collect();
+}
+
+/// Per node: whether it is a hub, linked to more distinct identifiers of another type than
+/// `[identity.hubs]` allows. Hubs go to the quarantine with the rows carrying them.
+fn find_hubs(g: &mut IdentityGraph, config: &IdentityConfig) -> Vec<bool> {
+    let n_types = g.types.len();
+    let mut hub = vec![false; g.len()];
+    // Per (type, other type): the most distinct neighbours allowed.
+    let mut max = vec![None; n_types * n_types];
+    for ((t, o), &m) in &config.hubs {
+        if let (Some(t), Some(o)) = (g.type_id(t), g.type_id(o)) {
+            max[t as usize * n_types + o as usize] = Some(m);
+        }
+    }
+    if max.iter().all(Option::is_none) {
+        return hub;
+    }
+    // (node, other type, neighbour) for the watched pairs only, sorted: distinct
+    // neighbours are then counted in runs, with no set per node.
+    let mut pairs: Vec<(u32, u16, u32)> = vec![];
+    for e in &g.edges {
+        for (x, y) in [(e.a, e.b), (e.b, e.a)] {
+            let (tx, ty) = (g.node_type[x as usize], g.node_type[y as usize]);
+            if max[tx as usize * n_types + ty as usize].is_some() {
+                pairs.push((x, ty, y));
+            }
+        }
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut found: Vec<(u32, String)> = vec![];
+    for run in pairs.chunk_by(|p, q| (p.0, p.1) == (q.0, q.1)) {
+        let (node, other) = (run[0].0, run[0].1);
+        let t = g.node_type[node as usize];
+        let Some(m) = max[t as usize * n_types + other as usize] else {
+            continue;
+        };
+        if run.len() as u64 > m {
+            let (t, o) = (&g.types[t as usize], &g.types[other as usize]);
+            found.push((
+                node,
+                format!("hub: {t} linked to {} {o} (at most {m})", run.len()),
+            ));
+        }
+    }
+    drop(pairs);
+    found.sort();
+    found.dedup_by_key(|(n, _)| *n);
+    for (node, _) in &found {
+        hub[*node as usize] = true;
+    }
+    // Rows carrying each hub, in one pass over the edges.
+    let mut hub_rows: HashMap<u32, u64> = HashMap::new();
+    for e in &g.edges {
+        for node in [e.a, e.b] {
+            if hub[node as usize] {
+                *hub_rows.entry(node).or_default() += e.rows;
+            }
+        }
+    }
+    for (node, rule) in found {
+        let (t, v) = g.describe(node);
+        let rows = hub_rows.get(&node).copied().unwrap_or(0);
+        g.quarantine.push(Quarantined {
+            id_type: t.into(),
+            value: v.into(),
+            other: None,
+            rule,
+            rows,
+        });
+    }
+    hub
+}
+
+/// Edge indexes, most trusted evidence first (so limits reject the least trusted), then
+/// earliest first. Ties break on the identifiers themselves, never on the order rows were
+/// read in.
+fn evidence_order(g: &IdentityGraph) -> Vec<u32> {
+    // (higher rank, lower rank, first seen) packed above the edge index: one integer sort,
+    // with text compared only within runs of equal keys.
+    let mut keys: Vec<u128> = g
+        .edges
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let (ra, rb) = (g.node_type[e.a as usize], g.node_type[e.b as usize]);
+            let seen = (e.first_seen as u64) ^ (1 << 63);
+            (u128::from(ra.max(rb)) << 112)
+                | (u128::from(ra.min(rb)) << 96)
+                | (u128::from(seen) << 32)
+                | i as u128
+        })
+        .collect();
+    keys.sort_unstable();
+    let text = |i: u128| {
+        let e = &g.edges[i as u32 as usize];
+        let (a, b) = (g.describe(e.a), g.describe(e.b));
+        (a.min(b), a.max(b), e.input)
+    };
+    for run in keys.chunk_by_mut(|x, y| x >> 32 == y >> 32) {
+        if run.len() > 1 {
+            run.sort_unstable_by(|&x, &y| text(x).cmp(&text(y)));
+        }
+    }
+    keys.into_iter().map(|k| k as u32).collect()
 }
 
 /// Names the graph's nodes after the previous people they belong to, each person kept as

@@ -21,7 +21,9 @@ fn times(v: impl Iterator<Item = i64>) -> ArrayRef {
     utc_micros(v.map(|t| (t != i64::MAX && t != i64::MIN).then_some(t)))
 }
 
-fn string_lists(rows: impl Iterator<Item = Vec<String>>) -> ArrayRef {
+fn string_lists<S: AsRef<str>, R: IntoIterator<Item = S>>(
+    rows: impl Iterator<Item = R>,
+) -> ArrayRef {
     let mut b = ListBuilder::new(StringBuilder::new());
     for row in rows {
         for s in row {
@@ -32,12 +34,18 @@ fn string_lists(rows: impl Iterator<Item = Vec<String>>) -> ArrayRef {
     Arc::new(b.finish())
 }
 
+/// Rows per batch of the graph's tables: plans over them spread batches across cores.
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// One partition, so scans keep the table's order, in batches of [`BATCH_ROWS`] (slices
+/// of one batch, no copy).
 fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<Arc<MemTable>> {
     let batch = batch(fields, columns)?;
-    Ok(Arc::new(MemTable::try_new(
-        batch.schema(),
-        vec![vec![batch]],
-    )?))
+    let batches = (0..batch.num_rows().max(1))
+        .step_by(BATCH_ROWS)
+        .map(|start| batch.slice(start, BATCH_ROWS.min(batch.num_rows() - start)))
+        .collect();
+    Ok(Arc::new(MemTable::try_new(batch.schema(), vec![batches])?))
 }
 
 /// The graph's tables a run publishes, in [`IdentityGraph::output_tables`] order.
@@ -53,11 +61,12 @@ impl IdentityGraph {
     pub fn graph_table(&self) -> Result<Arc<MemTable>> {
         let n = self.len();
         let canonical = (0..n).map(|i| Some(self.canonical[self.component[i] as usize].0.as_str()));
-        let sources = self.sources.iter().map(|bits| {
-            (0..self.inputs.len())
-                .filter(|i| bits & (1 << i) != 0)
-                .map(|i| self.inputs[i].clone())
-                .collect()
+        let sources = self.sources.iter().map(|&bits| {
+            self.inputs
+                .iter()
+                .enumerate()
+                .filter(move |(i, _)| bits & (1 << i) != 0)
+                .map(|(_, name)| name)
         });
         table(
             vec![
@@ -250,10 +259,12 @@ impl IdentityGraph {
             Change::Merged(_) => "merged",
             Change::SplitFrom(_) => "split",
         };
-        let previous = |c: &Change| match c {
-            Change::Merged(ids) | Change::SplitFrom(ids) => ids.clone(),
-            _ => vec![],
-        };
+        fn previous(c: &Change) -> &[String] {
+            match c {
+                Change::Merged(ids) | Change::SplitFrom(ids) => ids,
+                _ => &[],
+            }
+        }
         table(
             vec![
                 Field::new("canonical_id", DataType::Utf8, false),
@@ -365,13 +376,35 @@ impl IdentityGraph {
         ];
         Ok(OUTPUT_TABLES.into_iter().zip(tables).collect())
     }
+
+    /// The output tables and `identity_people`, built side by side: each is one pass over
+    /// millions of identifiers or links.
+    fn all_tables(&self) -> Result<Vec<(&'static str, Arc<MemTable>)>> {
+        type Build = fn(&IdentityGraph) -> Result<Arc<MemTable>>;
+        let builds: [(&'static str, Build); 5] = [
+            ("identity_graph", Self::graph_table),
+            ("identity_quarantine", Self::quarantine_table),
+            ("identity_edges", Self::edges_table),
+            ("identity_changes", Self::changes_table),
+            ("identity_people", Self::people_table),
+        ];
+        std::thread::scope(|s| {
+            let handles: Vec<_> = builds
+                .into_iter()
+                .map(|(name, build)| (name, s.spawn(move || build(self))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(name, h)| Ok((name, h.join().expect("table builder panicked")?)))
+                .collect()
+        })
+    }
 }
 
 pub(super) fn register(ctx: &SessionContext, graph: Arc<IdentityGraph>) -> Result<()> {
-    for (name, table) in graph.output_tables()? {
+    for (name, table) in graph.all_tables()? {
         ctx.register_table(name, table)?;
     }
-    ctx.register_table("identity_people", graph.people_table()?)?;
     ctx.register_udf(super::lookup::udf(graph.clone()));
     ctx.register_udf(super::lookup::key_udf(graph.clone()));
     ctx.register_udtf("why_merged", Arc::new(WhyMerged(graph)));
