@@ -411,24 +411,30 @@ async fn leased(
         output.begin(&tables).await?;
         output.remove(STATE_FILE).await?;
     }
-    let mut tables = vec![];
     // The tables registered with the session: building them again would hold the graph's
-    // text twice more.
-    for name in identity::OUTPUT_TABLES {
-        let rows = output
-            .write_table(name, ctx.table(name).await?, &footer(name))
-            .await?;
-        progress.phase("written", json!({"table": name, "rows": rows}));
-        crate::crash_point(&format!("written:{name}"));
-        tables.push(published(output, name, rows)?);
-    }
+    // text twice more. They are encoded while customer_360 is computed, which leaves
+    // cores idle as it joins and sorts.
+    let graph_tables = async {
+        let mut tables = vec![];
+        for name in identity::OUTPUT_TABLES {
+            let rows = output
+                .write_table(name, ctx.table(name).await?, &footer(name))
+                .await?;
+            progress.phase("written", json!({"table": name, "rows": rows}));
+            crate::crash_point(&format!("written:{name}"));
+            tables.push(published(output, name, rows)?);
+        }
+        Ok::<_, Error>(tables)
+    };
     // Traits and features are computed as customer_360 is written.
     let live = progress.live("computing and writing customer_360", None, bytes);
-    let rows = output
-        .write_table("customer_360", customers, &footer("customer_360"))
-        .await;
+    let written = futures::future::try_join(
+        graph_tables,
+        output.write_table("customer_360", customers, &footer("customer_360")),
+    )
+    .await;
     drop(live);
-    let rows = rows?;
+    let (mut tables, rows) = written?;
     progress.phase("written", json!({"table": "customer_360", "rows": rows}));
     tables.insert(0, published(output, "customer_360", rows)?);
     catalog["tables"] = serde_json::to_value(&tables)?;

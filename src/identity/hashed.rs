@@ -7,8 +7,8 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use hashbrown::HashMap;
 use foldhash::quality::FixedState;
+use hashbrown::HashMap;
 
 /// A map from identifier keys: the key is already a uniform hash, so its low bits index
 /// the table as they are.

@@ -35,8 +35,8 @@ use futures::StreamExt;
 
 pub use canonical::Change;
 use config::Blocklist;
-use hashed::{KeyHasher, KeyMap};
 pub use config::IdentityConfig;
+use hashed::{KeyHasher, KeyMap};
 pub use tables::OUTPUT_TABLES;
 
 use crate::error::{Error, Result};
@@ -270,7 +270,10 @@ impl IdentityGraph {
         }
         let n = match self.index[t as usize].get(&key) {
             Some(&n) => {
-                debug_assert_eq!(&*self.node_value[n as usize], value, "128-bit key collision");
+                debug_assert_eq!(
+                    &*self.node_value[n as usize], value,
+                    "128-bit key collision"
+                );
                 n
             }
             None => {
@@ -446,7 +449,6 @@ pub async fn build_counting(
             .map(|t| config.blocklist.get(t).cloned())
             .collect(),
     );
-    let tt = std::time::Instant::now();
     for (input_no, input) in project
         .inputs
         .iter()
@@ -510,9 +512,7 @@ pub async fn build_counting(
                         ),
                     },
                 })?;
-            eprintln!("TIMING read {} {:?}", input.name, tt.elapsed());
             merge_part(&mut g, &mut blocked, &mut edge_index, part, input_no);
-            eprintln!("TIMING merged {} {:?}", input.name, tt.elapsed());
             grow(&mut reservation, g.bytes() + edge_index.len() * 24)?;
         }
     }
@@ -541,11 +541,8 @@ pub async fn build_counting(
             });
         }
     }
-    eprintln!("TIMING before close {:?}", tt.elapsed());
     close(&mut g, config);
-    eprintln!("TIMING closed {:?}", tt.elapsed());
     name_components(&mut g, earlier.as_ref());
-    eprintln!("TIMING named {:?}", tt.elapsed());
     g.quarantine
         .sort_by(|a, b| (&a.rule, &a.id_type, &a.value).cmp(&(&b.rule, &b.id_type, &b.value)));
     Ok(g)

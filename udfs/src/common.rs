@@ -1,7 +1,10 @@
 //! Building blocks shared by the functions: string-array mapping over every Arrow
 //! string encoding, so each function states only its per-value rule.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use arrow::array::{Array, ArrayRef, AsArray, StringArrayType, StringBuilder};
 use arrow::datatypes::DataType;
@@ -74,4 +77,37 @@ pub(crate) fn utf8(name: &str, array: &ArrayRef) -> Result<ArrayRef> {
 /// Whether row `i` passes an aggregate's `FILTER (WHERE ...)`, if it has one.
 pub(crate) fn kept(opt_filter: Option<&arrow::array::BooleanArray>, i: usize) -> bool {
     opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i))
+}
+
+/// Every distinct value of an accumulator, stored once; groups hold value ids, so a value
+/// already seen allocates nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Interner {
+    hasher: DefaultHashBuilder,
+    table: HashTable<u32>,
+    values: Vec<Box<str>>,
+}
+
+impl Interner {
+    pub(crate) fn id(&mut self, value: &str) -> u32 {
+        let hash = self.hasher.hash_one(value);
+        let values = &self.values;
+        if let Some(&id) = self.table.find(hash, |&id| &*values[id as usize] == value) {
+            return id;
+        }
+        let id = self.values.len() as u32;
+        self.values.push(value.into());
+        let (values, hasher) = (&self.values, &self.hasher);
+        self.table
+            .insert_unique(hash, id, |&id| hasher.hash_one(&*values[id as usize]));
+        id
+    }
+
+    pub(crate) fn get(&self, id: u32) -> &str {
+        &self.values[id as usize]
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        self.values.iter().map(|v| v.len() + 16).sum::<usize>() + self.table.capacity() * 8
+    }
 }

@@ -3,13 +3,12 @@
 //! `array_agg(... ORDER BY ts)` does); equal times are ordered by value, so the answer never
 //! depends on row order or partitioning.
 
-use hashbrown::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, StringArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, FieldRef, Int64Type, TimeUnit};
+use arrow::datatypes::{DataType, Field, FieldRef, Int64Type, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
@@ -20,7 +19,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::expressions::Literal;
 use datafusion_macros::user_doc;
 
-use crate::common::{kept, utf8};
+use crate::common::{kept, utf8, Interner};
 
 /// The shared instance, for registries and expression builders.
 pub fn udaf() -> Arc<AggregateUDF> {
@@ -172,6 +171,7 @@ impl AggregateUDFImpl for LastN {
         let (n, distinct) = settings(&args)?;
         Ok(Box::new(LastNAccumulator {
             top: TopN::new(n, distinct),
+            text: Interner::default(),
         }))
     }
 
@@ -192,14 +192,13 @@ impl AggregateUDFImpl for LastN {
     }
 }
 
-/// The most recent values of one group, kept to at most `2n` between compactions.
+/// The most recent values of one group, kept to at most `2n` between compactions. Values
+/// are ids in the accumulator's [`Interner`]: keeping one allocates nothing.
 #[derive(Debug, Clone)]
 struct TopN {
     n: usize,
     distinct: bool,
-    items: Vec<(i64, String)>,
-    /// Heap bytes of the items' text, kept up to date so `size` is O(1).
-    text: usize,
+    items: Vec<(i64, u32)>,
     /// Items are sorted and cut to `n`: the last one is the oldest that can stay.
     compacted: bool,
 }
@@ -210,64 +209,59 @@ impl TopN {
             n,
             distinct,
             items: vec![],
-            text: 0,
             compacted: false,
         }
     }
 
-    fn push(&mut self, ts: i64, value: &str) {
+    fn push(&mut self, ts: i64, value: u32, text: &Interner) {
         // Once full and compacted, anything older than the oldest kept can never enter.
         if self.compacted && self.items.len() == self.n {
-            let last = &self.items[self.n - 1];
-            if (ts, std::cmp::Reverse(value)) < (last.0, std::cmp::Reverse(last.1.as_str())) {
+            let last = self.items[self.n - 1];
+            if ts < last.0 || (ts == last.0 && text.get(value) > text.get(last.1)) {
                 return;
             }
         }
         self.compacted = false;
-        self.text += value.len();
-        self.items.push((ts, value.to_string()));
+        self.items.push((ts, value));
         if self.items.len() >= 2 * self.n.max(8) {
-            self.compact();
+            self.compact(text);
         }
     }
 
     /// Most recent first, equal times by value; distinct keeps each value's latest time.
-    fn compact(&mut self) {
+    fn compact(&mut self, text: &Interner) {
         self.items
-            .sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            .sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| text.get(a.1).cmp(text.get(b.1))));
         if self.distinct {
-            let mut seen: HashMap<&str, ()> = HashMap::with_capacity(self.n);
-            let mut keep = vec![false; self.items.len()];
-            for (i, (_, v)) in self.items.iter().enumerate() {
-                if seen.len() == self.n {
-                    break;
+            // Ids are values: equal ids, equal text.
+            let mut seen: Vec<u32> = Vec::with_capacity(self.n);
+            self.items.retain(|&(_, v)| {
+                if seen.len() == self.n || seen.contains(&v) {
+                    return false;
                 }
-                if seen.insert(v.as_str(), ()).is_none() {
-                    keep[i] = true;
-                }
-            }
-            drop(seen);
-            let mut k = keep.into_iter();
-            self.items.retain(|_| k.next().unwrap_or(false));
+                seen.push(v);
+                true
+            });
         }
         self.items.truncate(self.n);
-        self.text = self.items.iter().map(|(_, v)| v.capacity()).sum();
         self.compacted = true;
     }
 
     fn size(&self) -> usize {
-        self.items.capacity() * std::mem::size_of::<(i64, String)>() + self.text
+        self.items.capacity() * std::mem::size_of::<(i64, u32)>()
     }
 }
 
 fn update(
     top: &mut TopN,
+    text: &mut Interner,
     values: &StringArray,
     times: &arrow::array::PrimitiveArray<arrow::datatypes::TimestampMicrosecondType>,
     i: usize,
 ) {
     if values.is_valid(i) && times.is_valid(i) {
-        top.push(times.value(i), values.value(i));
+        let id = text.id(values.value(i));
+        top.push(times.value(i), id, text);
     }
 }
 
@@ -275,7 +269,13 @@ fn inputs(values: &[ArrayRef]) -> Result<(ArrayRef, ArrayRef)> {
     Ok((utf8("last_n", &values[0])?, cast(&values[1], &MICROS)?))
 }
 
-fn merge_row(top: &mut TopN, values: &ListArray, times: &ListArray, i: usize) -> Result<()> {
+fn merge_row(
+    top: &mut TopN,
+    text: &mut Interner,
+    values: &ListArray,
+    times: &ListArray,
+    i: usize,
+) -> Result<()> {
     if values.is_null(i) {
         return Ok(());
     }
@@ -289,20 +289,21 @@ fn merge_row(top: &mut TopN, values: &ListArray, times: &ListArray, i: usize) ->
         );
     }
     for j in 0..v.len() {
-        top.push(t.value(j), v.value(j));
+        let id = text.id(v.value(j));
+        top.push(t.value(j), id, text);
     }
     Ok(())
 }
 
 /// Compacts each group and lays out `(values, times)` lists.
-fn lists(groups: &mut [TopN]) -> (ListArray, ListArray) {
+fn lists(groups: &mut [TopN], text: &Interner) -> (ListArray, ListArray) {
     for g in groups.iter_mut() {
-        g.compact();
+        g.compact(text);
     }
     let offsets = OffsetBuffer::from_lengths(groups.iter().map(|g| g.items.len()));
     let values: StringArray = groups
         .iter()
-        .flat_map(|g| g.items.iter().map(|(_, v)| Some(v.as_str())))
+        .flat_map(|g| g.items.iter().map(|&(_, v)| Some(text.get(v))))
         .collect();
     let times: Int64Array = groups
         .iter()
@@ -322,6 +323,7 @@ fn lists(groups: &mut [TopN]) -> (ListArray, ListArray) {
 #[derive(Debug)]
 struct LastNAccumulator {
     top: TopN,
+    text: Interner,
 }
 
 impl Accumulator for LastNAccumulator {
@@ -329,7 +331,7 @@ impl Accumulator for LastNAccumulator {
         let (v, t) = inputs(values)?;
         let (v, t) = (v.as_string::<i32>(), t.as_primitive());
         for i in 0..v.len() {
-            update(&mut self.top, v, t, i);
+            update(&mut self.top, &mut self.text, v, t, i);
         }
         Ok(())
     }
@@ -337,13 +339,13 @@ impl Accumulator for LastNAccumulator {
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         let (v, t) = (states[0].as_list::<i32>(), states[1].as_list::<i32>());
         for i in 0..v.len() {
-            merge_row(&mut self.top, v, t, i)?;
+            merge_row(&mut self.top, &mut self.text, v, t, i)?;
         }
         Ok(())
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let (v, t) = lists(std::slice::from_mut(&mut self.top));
+        let (v, t) = lists(std::slice::from_mut(&mut self.top), &self.text);
         Ok(vec![
             ScalarValue::List(Arc::new(v)),
             ScalarValue::List(Arc::new(t)),
@@ -351,12 +353,12 @@ impl Accumulator for LastNAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let (v, _) = lists(std::slice::from_mut(&mut self.top));
+        let (v, _) = lists(std::slice::from_mut(&mut self.top), &self.text);
         Ok(ScalarValue::List(Arc::new(v)))
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.top.size()
+        std::mem::size_of_val(self) + self.top.size() + self.text.size()
     }
 }
 
@@ -365,6 +367,8 @@ struct LastNGroups {
     n: usize,
     distinct: bool,
     groups: Vec<TopN>,
+    /// Every value the groups hold, once.
+    text: Interner,
     /// Sum of the groups' `TopN::size`: DataFusion asks after every batch.
     bytes: usize,
 }
@@ -375,15 +379,16 @@ impl LastNGroups {
             n,
             distinct,
             groups: vec![],
+            text: Interner::default(),
             bytes: 0,
         }
     }
 
     /// Applies `change` to group `g`, keeping `bytes` current.
-    fn change(&mut self, g: usize, change: impl FnOnce(&mut TopN)) {
+    fn change(&mut self, g: usize, change: impl FnOnce(&mut TopN, &mut Interner)) {
         let top = &mut self.groups[g];
         let before = top.size();
-        change(top);
+        change(top, &mut self.text);
         self.bytes = self.bytes + top.size() - before;
     }
 
@@ -409,7 +414,7 @@ impl GroupsAccumulator for LastNGroups {
         let (v, t) = (v.as_string::<i32>(), t.as_primitive());
         for (i, &g) in group_indices.iter().enumerate() {
             if kept(opt_filter, i) {
-                self.change(g, |top| update(top, v, t, i));
+                self.change(g, |top, text| update(top, text, v, t, i));
             }
         }
         Ok(())
@@ -427,7 +432,7 @@ impl GroupsAccumulator for LastNGroups {
         let (v, t) = (values[0].as_list::<i32>(), values[1].as_list::<i32>());
         for (i, &g) in group_indices.iter().enumerate() {
             let mut merged = Ok(());
-            self.change(g, |top| merged = merge_row(top, v, t, i));
+            self.change(g, |top, text| merged = merge_row(top, text, v, t, i));
             merged?;
         }
         Ok(())
@@ -435,12 +440,12 @@ impl GroupsAccumulator for LastNGroups {
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let mut taken = self.take(emit_to);
-        Ok(Arc::new(lists(&mut taken).0))
+        Ok(Arc::new(lists(&mut taken, &self.text).0))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let mut taken = self.take(emit_to);
-        let (v, t) = lists(&mut taken);
+        let (v, t) = lists(&mut taken, &self.text);
         Ok(vec![Arc::new(v), Arc::new(t)])
     }
 
@@ -449,23 +454,40 @@ impl GroupsAccumulator for LastNGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
+        // One value per row: each row's state is its own value, if kept.
         let (v, t) = inputs(values)?;
-        let (v, t) = (v.as_string::<i32>(), t.as_primitive());
-        let mut rows: Vec<TopN> = (0..v.len())
-            .map(|i| {
-                let mut top = TopN::new(self.n, self.distinct);
-                if kept(opt_filter, i) {
-                    update(&mut top, v, t, i);
-                }
-                top
-            })
+        let (v, t) = (
+            v.as_string::<i32>(),
+            t.as_primitive::<TimestampMicrosecondType>(),
+        );
+        let keep = |i: usize| kept(opt_filter, i) && v.is_valid(i) && t.is_valid(i);
+        let offsets = OffsetBuffer::from_lengths((0..v.len()).map(|i| usize::from(keep(i))));
+        let kept_values: StringArray = (0..v.len())
+            .filter(|&i| keep(i))
+            .map(|i| Some(v.value(i)))
             .collect();
-        let (v, t) = lists(&mut rows);
-        Ok(vec![Arc::new(v), Arc::new(t)])
+        let kept_times: Int64Array = (0..v.len())
+            .filter(|&i| keep(i))
+            .map(|i| t.value(i))
+            .collect();
+        Ok(vec![
+            Arc::new(ListArray::new(
+                list_of(DataType::Utf8),
+                offsets.clone(),
+                Arc::new(kept_values),
+                None,
+            )),
+            Arc::new(ListArray::new(
+                list_of(DataType::Int64),
+                offsets,
+                Arc::new(kept_times),
+                None,
+            )),
+        ])
     }
 
     fn size(&self) -> usize {
-        self.groups.capacity() * std::mem::size_of::<TopN>() + self.bytes
+        self.groups.capacity() * std::mem::size_of::<TopN>() + self.bytes + self.text.size()
     }
 }
 

@@ -2,8 +2,7 @@
 //! trait (favourite product, usual device). Ties go to the smallest value, so the answer
 //! never depends on row order or partitioning.
 
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
-use std::hash::BuildHasher;
+use hashbrown::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, StringArray};
@@ -19,7 +18,7 @@ use datafusion::logical_expr::{
 };
 use datafusion_macros::user_doc;
 
-use crate::common::{kept, utf8};
+use crate::common::{kept, utf8, Interner};
 
 /// The shared instance, for registries and expression builders.
 pub fn udaf() -> Arc<AggregateUDF> {
@@ -110,39 +109,6 @@ impl AggregateUDFImpl for MostFrequent {
 
     fn documentation(&self) -> Option<&Documentation> {
         self.doc()
-    }
-}
-
-/// Every distinct value of an accumulator, stored once; groups count value ids, so counting
-/// a value already seen allocates nothing.
-#[derive(Debug, Default)]
-struct Interner {
-    hasher: DefaultHashBuilder,
-    table: HashTable<u32>,
-    values: Vec<Box<str>>,
-}
-
-impl Interner {
-    fn id(&mut self, value: &str) -> u32 {
-        let hash = self.hasher.hash_one(value);
-        let values = &self.values;
-        if let Some(&id) = self.table.find(hash, |&id| &*values[id as usize] == value) {
-            return id;
-        }
-        let id = self.values.len() as u32;
-        self.values.push(value.into());
-        let (values, hasher) = (&self.values, &self.hasher);
-        self.table
-            .insert_unique(hash, id, |&id| hasher.hash_one(&*values[id as usize]));
-        id
-    }
-
-    fn get(&self, id: u32) -> &str {
-        &self.values[id as usize]
-    }
-
-    fn size(&self) -> usize {
-        self.values.iter().map(|v| v.len() + 16).sum::<usize>() + self.table.capacity() * 8
     }
 }
 
