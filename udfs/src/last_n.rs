@@ -545,6 +545,7 @@ mod tests {
             let cut = rng.random_range(0..=rows.len());
             let mut left = LastNAccumulator {
                 top: TopN::new(n, distinct),
+                text: Interner::default(),
             };
             left.update_batch(&arrays(&rows[..cut])).unwrap();
             let left: Vec<ArrayRef> = left
