@@ -32,6 +32,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::execute_stream_partitioned;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
+use tokio::task::JoinSet;
 
 pub use canonical::Change;
 use config::Blocklist;
@@ -449,6 +450,8 @@ pub async fn build_counting(
             .map(|t| config.blocklist.get(t).cloned())
             .collect(),
     );
+    // The input being read: its number, declaration and partition readers.
+    let mut reading = None;
     for (input_no, input) in project
         .inputs
         .iter()
@@ -485,34 +488,27 @@ pub async fn build_counting(
         // Each partition is read on its own worker into identifiers of its own; merging
         // them costs one lookup per distinct identifier, not per row.
         let plan = ctx.sql(&sql).await?.create_physical_plan().await?;
-        let readers: Vec<_> = execute_stream_partitioned(plan, ctx.task_ctx())?
+        let mut readers = JoinSet::new();
+        for (i, stream) in execute_stream_partitioned(plan, ctx.task_ctx())?
             .into_iter()
-            .map(|stream| {
-                let (types, blocklists) = (types.clone(), blocklists.clone());
-                tokio::spawn(read_part(stream, types, blocklists, g.keys, rows.clone()))
-            })
-            .collect();
-        for reader in readers {
-            let part = reader
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?
-                .map_err(|e| match e.exit_code() {
-                    // Over the memory limit: not the input's fault.
-                    7 => e,
-                    _ => Error::InputData {
-                        input: input.name.clone(),
-                        message: format!(
-                            "reading its identifiers{}: {}",
-                            input
-                                .event_time
-                                .as_ref()
-                                .map(|c| format!(" and event time '{c}'"))
-                                .unwrap_or_default(),
-                            e.cause()
-                        ),
-                    },
-                })?;
-            merge_part(&mut g, &mut blocked, &mut edge_index, part, input_no);
+            .enumerate()
+        {
+            let (types, blocklists) = (types.clone(), blocklists.clone());
+            let read = read_part(stream, types, blocklists, g.keys, rows.clone());
+            readers.spawn(async move { (i, read.await) });
+        }
+        // The previous input is merged while this one is read.
+        if let Some((no, input, readers)) = reading.replace((input_no, input, readers)) {
+            let parts = read_input(input, readers).await?;
+            for part in parts {
+                merge_part(&mut g, &mut blocked, &mut edge_index, part, no);
+                grow(&mut reservation, g.bytes() + edge_index.len() * 24)?;
+            }
+        }
+    }
+    if let Some((no, input, readers)) = reading.take() {
+        for part in read_input(input, readers).await? {
+            merge_part(&mut g, &mut blocked, &mut edge_index, part, no);
             grow(&mut reservation, g.bytes() + edge_index.len() * 24)?;
         }
     }
@@ -880,6 +876,36 @@ async fn read_part(
         }
     }
     Ok(part)
+}
+
+/// An input's partitions once all are read, in partition order (node ids and edge order
+/// repeat from run to run). Dropping `readers` on an error stops the others.
+async fn read_input(
+    input: &crate::project::Input,
+    mut readers: JoinSet<(usize, Result<Part>)>,
+) -> Result<Vec<Part>> {
+    let mut parts: Vec<Option<Part>> = (0..readers.len()).map(|_| None).collect();
+    while let Some(done) = readers.join_next().await {
+        let (i, part) = done.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let part = part.map_err(|e| match e.exit_code() {
+            // Over the memory limit: not the input's fault.
+            7 => e,
+            _ => Error::InputData {
+                input: input.name.clone(),
+                message: format!(
+                    "reading its identifiers{}: {}",
+                    input
+                        .event_time
+                        .as_ref()
+                        .map(|c| format!(" and event time '{c}'"))
+                        .unwrap_or_default(),
+                    e.cause()
+                ),
+            },
+        })?;
+        parts[i] = Some(part);
+    }
+    Ok(parts.into_iter().flatten().collect())
 }
 
 /// Adds a partition's identifiers, blocklisted values and links to the graph.
