@@ -296,11 +296,12 @@ impl IdentityGraph {
 
     /// The node of `value`, added if new, seen in no input yet.
     fn intern_unseen(&mut self, t: u16, value: &str) -> u32 {
+        let key = self.keys.key(value);
         let known = self
             .index
             .get(t as usize)
-            .is_some_and(|i| i.contains_key(&self.keys.key(value)));
-        let n = self.intern(t, value, 0);
+            .is_some_and(|i| i.contains_key(&key));
+        let n = self.intern_keyed(t, key, value, 0);
         if !known {
             self.sources[n as usize] = 0;
         }
@@ -500,17 +501,26 @@ pub async fn build_counting(
         // The previous input is merged while this one is read.
         if let Some((no, input, readers)) = reading.replace((input_no, input, readers)) {
             let parts = read_input(input, readers).await?;
-            for part in parts {
-                merge_part(&mut g, &mut blocked, &mut edge_index, part, no);
-                grow(&mut reservation, g.bytes() + edge_index.len() * 24)?;
-            }
+            merge_parts(
+                &mut g,
+                &mut blocked,
+                &mut edge_index,
+                &mut reservation,
+                parts,
+                no,
+            )?;
         }
     }
-    if let Some((no, input, readers)) = reading.take() {
-        for part in read_input(input, readers).await? {
-            merge_part(&mut g, &mut blocked, &mut edge_index, part, no);
-            grow(&mut reservation, g.bytes() + edge_index.len() * 24)?;
-        }
+    if let Some((no, input, readers)) = reading {
+        let parts = read_input(input, readers).await?;
+        merge_parts(
+            &mut g,
+            &mut blocked,
+            &mut edge_index,
+            &mut reservation,
+            parts,
+            no,
+        )?;
     }
     drop(edge_index);
     let read_nothing = g.rows_read.iter().sum::<u64>() == seeded_rows;
@@ -906,6 +916,22 @@ async fn read_input(
         parts[i] = Some(part);
     }
     Ok(parts.into_iter().flatten().collect())
+}
+
+/// Adds an input's partitions to the graph in order, holding the memory they take.
+fn merge_parts(
+    g: &mut IdentityGraph,
+    blocked: &mut [HashMap<Box<str>, (String, u64)>],
+    edge_index: &mut HashMap<(u32, u32, u16), usize>,
+    reservation: &mut MemoryReservation,
+    parts: Vec<Part>,
+    input: usize,
+) -> Result<()> {
+    for part in parts {
+        merge_part(g, blocked, edge_index, part, input);
+        grow(reservation, g.bytes() + edge_index.len() * 24)?;
+    }
+    Ok(())
 }
 
 /// Adds a partition's identifiers, blocklisted values and links to the graph.

@@ -368,29 +368,27 @@ impl TableFunctionImpl for WhyMerged {
 impl IdentityGraph {
     /// Every output table, by name.
     pub fn output_tables(&self) -> Result<Vec<(&'static str, Arc<MemTable>)>> {
-        let tables = [
-            self.graph_table()?,
-            self.quarantine_table()?,
-            self.edges_table()?,
-            self.changes_table()?,
-        ];
-        Ok(OUTPUT_TABLES.into_iter().zip(tables).collect())
+        self.built(false)
     }
 
-    /// The output tables and `identity_people`, built side by side: each is one pass over
-    /// millions of identifiers or links.
-    fn all_tables(&self) -> Result<Vec<(&'static str, Arc<MemTable>)>> {
+    /// The output tables, and `identity_people` if `people`, built side by side: each is
+    /// one pass over millions of identifiers or links.
+    fn built(&self, people: bool) -> Result<Vec<(&'static str, Arc<MemTable>)>> {
         type Build = fn(&IdentityGraph) -> Result<Arc<MemTable>>;
-        let builds: [(&'static str, Build); 5] = [
-            ("identity_graph", Self::graph_table),
-            ("identity_quarantine", Self::quarantine_table),
-            ("identity_edges", Self::edges_table),
-            ("identity_changes", Self::changes_table),
-            ("identity_people", Self::people_table),
+        // In OUTPUT_TABLES order, then identity_people.
+        let builds: [Build; 5] = [
+            Self::graph_table,
+            Self::quarantine_table,
+            Self::edges_table,
+            Self::changes_table,
+            Self::people_table,
         ];
+        let names = OUTPUT_TABLES
+            .into_iter()
+            .chain(people.then_some("identity_people"));
         std::thread::scope(|s| {
-            let handles: Vec<_> = builds
-                .into_iter()
+            let handles: Vec<_> = names
+                .zip(builds)
                 .map(|(name, build)| (name, s.spawn(move || build(self))))
                 .collect();
             handles
@@ -402,7 +400,7 @@ impl IdentityGraph {
 }
 
 pub(super) fn register(ctx: &SessionContext, graph: Arc<IdentityGraph>) -> Result<()> {
-    for (name, table) in graph.all_tables()? {
+    for (name, table) in graph.built(true)? {
         ctx.register_table(name, table)?;
     }
     ctx.register_udf(super::lookup::udf(graph.clone()));

@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, StringArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, FieldRef, Int64Type, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Field, FieldRef, Int64Type, TimeUnit};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
@@ -454,36 +454,20 @@ impl GroupsAccumulator for LastNGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        // One value per row: each row's state is its own value, if kept.
         let (v, t) = inputs(values)?;
-        let (v, t) = (
-            v.as_string::<i32>(),
-            t.as_primitive::<TimestampMicrosecondType>(),
-        );
-        let keep = |i: usize| kept(opt_filter, i) && v.is_valid(i) && t.is_valid(i);
-        let offsets = OffsetBuffer::from_lengths((0..v.len()).map(|i| usize::from(keep(i))));
-        let kept_values: StringArray = (0..v.len())
-            .filter(|&i| keep(i))
-            .map(|i| Some(v.value(i)))
+        let (v, t) = (v.as_string::<i32>(), t.as_primitive());
+        let mut text = Interner::default();
+        let mut rows: Vec<TopN> = (0..v.len())
+            .map(|i| {
+                let mut top = TopN::new(self.n, self.distinct);
+                if kept(opt_filter, i) {
+                    update(&mut top, &mut text, v, t, i);
+                }
+                top
+            })
             .collect();
-        let kept_times: Int64Array = (0..v.len())
-            .filter(|&i| keep(i))
-            .map(|i| t.value(i))
-            .collect();
-        Ok(vec![
-            Arc::new(ListArray::new(
-                list_of(DataType::Utf8),
-                offsets.clone(),
-                Arc::new(kept_values),
-                None,
-            )),
-            Arc::new(ListArray::new(
-                list_of(DataType::Int64),
-                offsets,
-                Arc::new(kept_times),
-                None,
-            )),
-        ])
+        let (v, t) = lists(&mut rows, &text);
+        Ok(vec![Arc::new(v), Arc::new(t)])
     }
 
     fn size(&self) -> usize {
