@@ -393,9 +393,14 @@ impl Output {
                 }
             }
         }
-        if let Ok(root) = self.url.join(&format!("{STAGING_DIR}/")) {
-            if let Ok(root) = root.to_file_path() {
-                // Deletes leave local folders behind.
+        if let (Ok(staged), Ok(root)) = (
+            self.url.join(&dir),
+            self.url.join(&format!("{STAGING_DIR}/")),
+        ) {
+            if let (Ok(staged), Ok(root)) = (staged.to_file_path(), root.to_file_path()) {
+                // Deletes leave local folders behind, and a run killed while writing leaves
+                // its upload's partial file, which listings skip.
+                let _ = std::fs::remove_dir_all(&staged);
                 let _ = remove_empty_dirs(&root);
             }
         }
