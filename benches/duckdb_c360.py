@@ -59,6 +59,11 @@ def blocked(id_type):
     return " OR ".join(f"regexp_matches(value, '{p}')" for p in rules)
 
 
+def ranked(ids):
+    """An input's (column, id type) pairs, most trusted type first."""
+    return sorted(ids.items(), key=lambda ci: PRIORITY.index(ci[1]))
+
+
 def source(lake, name):
     path = f"{lake}/parquet/{name}/**/*.parquet"
     return f"read_parquet('{path}', hive_partitioning = {str(name == 'tracks').lower()})"
@@ -78,42 +83,57 @@ def main():
         mark = now
 
     cutoff = f"TIMESTAMPTZ '{as_of}'"
-    for name, (ts, _) in INPUTS.items():
+    # Each input with its identifiers normalized alongside, in columns named after their id
+    # type and in order of trust: a row's most trusted identifier is a COALESCE.
+    for name, (ts, ids) in INPUTS.items():
+        normalized = ", ".join(f'{normalize(t, c)} AS "#{t}"' for c, t in ranked(ids))
         con.execute(
-            f"CREATE TABLE {name} AS SELECT row_number() OVER () AS row, * FROM {source(lake, name)} WHERE {ts} <= {cutoff}"
+            f"CREATE TABLE {name} AS SELECT *, {normalized} FROM {source(lake, name)} WHERE {ts} <= {cutoff}"
         )
     phase("read")
 
-    # Every identifier occurrence: (input, row, id type, normalized value, rank, time).
-    parts = []
-    for name, (ts, ids) in INPUTS.items():
-        for column, id_type in ids.items():
-            parts.append(
-                f"SELECT '{name}' AS input, row, '{id_type}' AS id_type, "
-                f"{normalize(id_type, column)} AS value, {PRIORITY.index(id_type)} AS rank, {ts} AS ts "
-                f"FROM {name}"
-            )
-    con.execute(
-        "CREATE TABLE occurrences AS SELECT * FROM (" + " UNION ALL ".join(parts) + ") WHERE value IS NOT NULL"
+    # The blocklist's patterns meet each distinct value once.
+    distinct = " UNION ".join(
+        f"SELECT '{t}' AS id_type, \"#{t}\" AS value FROM {name}"
+        for name, (_, ids) in INPUTS.items()
+        for _, t in ranked(ids)
     )
     blocks = " OR ".join(f"(id_type = '{t}' AND ({blocked(t)}))" for t in PRIORITY)
-    con.execute(f"DELETE FROM occurrences WHERE {blocks}")
-    con.execute(
-        """CREATE TABLE nodes AS
-           SELECT row_number() OVER (ORDER BY id_type, value) AS id, id_type, value,
-                  min(ts) AS first_seen, max(ts) AS last_seen
-           FROM occurrences GROUP BY id_type, value"""
+    con.execute(f"CREATE TABLE blocked AS SELECT * FROM ({distinct}) WHERE value IS NOT NULL AND ({blocks})")
+    for name, (_, ids) in INPUTS.items():
+        for _, t in ranked(ids):
+            con.execute(
+                f"""UPDATE {name} SET "#{t}" = NULL
+                    WHERE "#{t}" IN (SELECT value FROM blocked WHERE id_type = '{t}')"""
+            )
+    seen = " UNION ALL ".join(
+        f"SELECT '{t}' AS id_type, \"#{t}\" AS value, {ts} AS ts FROM {name} WHERE \"#{t}\" IS NOT NULL"
+        for name, (ts, ids) in INPUTS.items()
+        for _, t in ranked(ids)
     )
     con.execute(
-        """CREATE TABLE occ AS
-           SELECT o.input, o.row, o.rank, n.id FROM occurrences o JOIN nodes n USING (id_type, value)"""
+        f"""CREATE TABLE nodes AS
+            SELECT row_number() OVER () AS id, id_type, value, min(ts) AS first_seen, max(ts) AS last_seen
+            FROM ({seen}) GROUP BY id_type, value"""
     )
-    # A star around each row's most trusted identifier.
+    # A star around each row's most trusted identifier: the columns before one, coalesced.
+    links = []
+    for name, (_, ids) in INPUTS.items():
+        types = [t for _, t in ranked(ids)]
+        for j in range(1, len(types)):
+            before = [f'"#{t}"' for t in types[:j]]
+            centre_type = " ".join(f"WHEN {c} IS NOT NULL THEN '{t}'" for c, t in zip(before, types))
+            links.append(
+                f"""SELECT CASE {centre_type} END AS ct, coalesce({", ".join(before)}) AS cv,
+                           '{types[j]}' AS ot, "#{types[j]}" AS ov
+                    FROM {name} WHERE "#{types[j]}" IS NOT NULL AND coalesce({", ".join(before)}) IS NOT NULL"""
+            )
     con.execute(
-        """CREATE TABLE edges AS
-           WITH centre AS (SELECT input, row, arg_min(id, (rank, id)) AS c FROM occ GROUP BY input, row)
-           SELECT DISTINCT least(c, id) AS a, greatest(c, id) AS b
-           FROM occ JOIN centre USING (input, row) WHERE id <> c"""
+        f"""CREATE TABLE edges AS
+            SELECT DISTINCT least(c.id, o.id) AS a, greatest(c.id, o.id) AS b
+            FROM (SELECT DISTINCT * FROM ({" UNION ALL ".join(links)})) l
+            JOIN nodes c ON c.id_type = l.ct AND c.value = l.cv
+            JOIN nodes o ON o.id_type = l.ot AND o.value = l.ov"""
     )
     # Hubs: a device linked to more than one user id links no one.
     con.execute(
@@ -146,23 +166,22 @@ def main():
         con.execute("ALTER TABLE next RENAME TO labels")
         if changed == 0:
             break
+    con.execute("CREATE TABLE node_person AS SELECT n.id_type, n.value, l.label FROM nodes n JOIN labels l USING (id)")
     con.execute(
-        f"""COPY (SELECT n.id_type, n.value AS id_value, l.label FROM nodes n JOIN labels l USING (id))
+        f"""COPY (SELECT id_type, value AS id_value, label FROM node_person)
             TO '{out}/duckdb_identity.parquet' (FORMAT parquet)"""
     )
     phase("identity_components")
 
     # Each row's person: the label of its most trusted identifier.
-    con.execute(
-        """CREATE TABLE row_person AS
-           SELECT input, row, arg_min(l.label, (o.rank, o.id)) AS person
-           FROM occ o JOIN labels l USING (id) GROUP BY input, row"""
-    )
-    for name in INPUTS:
+    for name, (_, ids) in INPUTS.items():
+        columns = [(f'"#{t}"', t) for _, t in ranked(ids)]
+        centre_type = " ".join(f"WHEN {c} IS NOT NULL THEN '{t}'" for c, t in columns)
+        centre = f"coalesce({', '.join(c for c, _ in columns)})"
         con.execute(
             f"""CREATE VIEW s_{name} AS
-                SELECT r.person, t.* FROM {name} t
-                JOIN row_person r ON r.input = '{name}' AND r.row = t.row"""
+                SELECT p.label AS person, t.* FROM {name} t
+                JOIN node_person p ON p.id_type = CASE {centre_type} END AND p.value = {centre}"""
         )
     con.execute(
         f"""COPY (
