@@ -9,7 +9,7 @@
 //!    previous cluster was first seen earliest (ties: the smallest id);
 //! 3. any other component gets a fresh hash id, salted until it collides with no id in use.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 pub use c360_udfs::ids::fresh_id;
 
@@ -21,6 +21,67 @@ pub struct Member<'a> {
     pub first_seen: i64,
     /// Its canonical id in the previous graph, and that cluster's first-seen time.
     pub previous: Option<(&'a str, i64)>,
+}
+
+/// Components as runs of one member list, component `c` holding
+/// `members[starts[c]..starts[c + 1]]`: a million people cost two vectors, not a million.
+#[derive(Debug, Default)]
+pub struct Components<'a> {
+    members: Vec<Member<'a>>,
+    starts: Vec<usize>,
+}
+
+impl<'a> Components<'a> {
+    /// Groups `members` by their component in `of` (ids `0..n`, each one used).
+    pub fn group(of: &[u32], n: usize, mut member: impl FnMut(usize) -> Member<'a>) -> Self {
+        let mut starts = vec![0usize; n + 1];
+        for &c in of {
+            starts[c as usize + 1] += 1;
+        }
+        for c in 0..n {
+            starts[c + 1] += starts[c];
+        }
+        let mut next = starts.clone();
+        let mut slots: Vec<usize> = vec![0; of.len()];
+        for (i, &c) in of.iter().enumerate() {
+            slots[next[c as usize]] = i;
+            next[c as usize] += 1;
+        }
+        Self {
+            members: slots.into_iter().map(&mut member).collect(),
+            starts,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, c: usize) -> &[Member<'a>] {
+        &self.members[self.starts[c]..self.starts[c + 1]]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[Member<'a>]> + '_ {
+        (0..self.len()).map(|c| self.get(c))
+    }
+}
+
+impl<'a> FromIterator<Vec<Member<'a>>> for Components<'a> {
+    fn from_iter<I: IntoIterator<Item = Vec<Member<'a>>>>(lists: I) -> Self {
+        let mut out = Components {
+            members: vec![],
+            starts: vec![0],
+        };
+        for list in lists {
+            out.members.extend(list);
+            out.starts.push(out.members.len());
+        }
+        out
+    }
 }
 
 /// What happened to a component's id between two runs.
@@ -57,7 +118,7 @@ struct Offer<'a> {
 /// Assigns an id to each component (a list of members); returns ids and changes. Ties
 /// break on identifiers, never on the order of components or members, so a graph built
 /// incrementally is named as the same graph built at once.
-pub fn assign(components: &[Vec<Member<'_>>]) -> Vec<(String, Change)> {
+pub fn assign(components: &Components<'_>) -> Vec<(String, Change)> {
     let firsts: Vec<Earliest<'_>> = components
         .iter()
         .map(|members| {
@@ -113,7 +174,7 @@ pub fn assign(components: &[Vec<Member<'_>>]) -> Vec<(String, Change)> {
     }
     // Step 3: fresh ids, earliest component first, so salts go the same way every time.
     fresh.sort_unstable_by_key(|&c| firsts[c]);
-    let mut used: BTreeSet<String> = offers.keys().map(|s| s.to_string()).collect();
+    let mut used: HashSet<String> = offers.keys().map(|s| s.to_string()).collect();
     for c in fresh {
         let (_, id_type, value) = firsts[c];
         let mut salt = 0;
@@ -124,7 +185,8 @@ pub fn assign(components: &[Vec<Member<'_>>]) -> Vec<(String, Change)> {
             }
             salt += 1;
         };
-        let previous_here: BTreeSet<&str> = components[c]
+        let previous_here: BTreeSet<&str> = components
+            .get(c)
             .iter()
             .filter_map(|m| m.previous.map(|p| p.0))
             .collect();
@@ -143,6 +205,10 @@ pub fn assign(components: &[Vec<Member<'_>>]) -> Vec<(String, Change)> {
 mod tests {
     use super::*;
 
+    fn named(components: Vec<Vec<Member<'_>>>) -> Vec<(String, Change)> {
+        assign(&components.into_iter().collect())
+    }
+
     fn m<'a>(v: &'a str, first: i64, prev: Option<(&'a str, i64)>) -> Member<'a> {
         Member {
             id_type: "t",
@@ -154,8 +220,8 @@ mod tests {
 
     #[test]
     fn fresh_ids_depend_on_the_earliest_identifier_only() {
-        let a = assign(&[vec![m("b", 5, None), m("a", 9, None)]]);
-        let b = assign(&[vec![m("a", 9, None), m("b", 5, None)]]);
+        let a = named(vec![vec![m("b", 5, None), m("a", 9, None)]]);
+        let b = named(vec![vec![m("a", 9, None), m("b", 5, None)]]);
         assert_eq!(a, b);
         assert_eq!(a[0].0, fresh_id("t", "b", 0));
         assert_eq!(a[0].1, Change::Appeared);
@@ -165,17 +231,17 @@ mod tests {
     fn kept_merged_split() {
         let (p1, p2) = ("c360_p1", "c360_p2");
         // Unchanged cluster keeps its id, even with a new identifier.
-        let r = assign(&[vec![m("a", 1, Some((p1, 1))), m("new", 7, None)]]);
+        let r = named(vec![vec![m("a", 1, Some((p1, 1))), m("new", 7, None)]]);
         assert_eq!(r[0], (p1.to_string(), Change::Kept));
         // Merge: the oldest previous id survives.
-        let r = assign(&[vec![
+        let r = named(vec![vec![
             m("a", 3, Some((p2, 3))),
             m("b", 3, Some((p2, 3))),
             m("c", 1, Some((p1, 1))),
         ]]);
         assert_eq!(r[0], (p1.to_string(), Change::Merged(vec![p2.to_string()])));
         // Split: the larger part keeps the id, the other gets a fresh one.
-        let r = assign(&[
+        let r = named(vec![
             vec![m("a", 1, Some((p1, 1)))],
             vec![m("b", 2, Some((p1, 1))), m("c", 2, Some((p1, 1)))],
         ]);
@@ -188,7 +254,7 @@ mod tests {
     fn fresh_ids_never_reuse_an_id_in_use() {
         // The split-off part's earliest identifier is the one the old id was hashed from.
         let old = fresh_id("t", "a", 0);
-        let r = assign(&[
+        let r = named(vec![
             vec![m("a", 1, Some((&old, 1)))],
             vec![m("b", 2, Some((&old, 1))), m("c", 2, Some((&old, 1)))],
         ]);

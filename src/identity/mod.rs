@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 pub use canonical::Change;
 use config::Blocklist;
 pub use config::IdentityConfig;
-use hashed::{KeyHasher, KeyMap};
+use hashed::{Key, KeyHasher, KeyTable};
 pub use tables::OUTPUT_TABLES;
 
 use crate::error::{Error, Result};
@@ -49,9 +49,9 @@ pub type Previous = HashMap<(String, String), (String, i64)>;
 /// An identifier borrowed, to look [`Previous`] up without allocating: it hashes as the
 /// owned pair does.
 #[derive(Hash)]
-struct Key<'a>(&'a str, &'a str);
+struct Borrowed<'a>(&'a str, &'a str);
 
-impl hashbrown::Equivalent<(String, String)> for Key<'_> {
+impl hashbrown::Equivalent<(String, String)> for Borrowed<'_> {
     fn equivalent(&self, key: &(String, String)) -> bool {
         self.0 == key.0 && self.1 == key.1
     }
@@ -79,7 +79,8 @@ impl Earlier<'_> {
         match self {
             Earlier::Map(p) => {
                 let (t, v) = g.describe(n as u32);
-                p.get(&Key(t, v)).map(|(id, first)| (id.as_str(), *first))
+                p.get(&Borrowed(t, v))
+                    .map(|(id, first)| (id.as_str(), *first))
             }
             Earlier::Seeded(s) => {
                 let (id, first) = &s.ids[*s.of.get(n)? as usize];
@@ -141,8 +142,9 @@ pub struct IdentityGraph {
     last_seen: Vec<i64>,
     /// Bit i set: seen in input i.
     sources: Vec<u64>,
-    /// Per id type: value's key -> node.
-    index: Vec<KeyMap<u32>>,
+    /// Per id type: value's key -> (node, its person once named), so that looking a
+    /// row's person up reads one slot.
+    index: Vec<KeyTable<Key, (u32, u32)>>,
     keys: KeyHasher,
     /// Bytes of identifier text held, for memory accounting.
     text_bytes: usize,
@@ -229,8 +231,9 @@ impl IdentityGraph {
 
     /// The person (component) of an identifier (already normalized) of type `t`.
     pub(crate) fn person_of(&self, t: u16, value: &str) -> Option<u32> {
-        let n = *self.index.get(t as usize)?.get(&self.keys.key(value))?;
-        Some(self.component[n as usize])
+        let &(n, p) = self.index.get(t as usize)?.get(self.keys.key(value))?;
+        debug_assert_eq!(p, self.component[n as usize], "people indexed after naming");
+        Some(p)
     }
 
     /// The canonical id of person `p`.
@@ -249,8 +252,8 @@ impl IdentityGraph {
         let t = self.type_id(id_type)?;
         self.index
             .get(t as usize)?
-            .get(&self.keys.key(value))
-            .copied()
+            .get(self.keys.key(value))
+            .map(|&(n, _)| n)
     }
 
     /// The canonical id of an identifier (already normalized), if it is in the graph.
@@ -265,12 +268,12 @@ impl IdentityGraph {
     }
 
     /// [`Self::intern`] of a value whose key is known.
-    fn intern_keyed(&mut self, t: u16, key: u128, value: &str, input: usize) -> u32 {
+    fn intern_keyed(&mut self, t: u16, key: Key, value: &str, input: usize) -> u32 {
         if self.index.len() <= t as usize {
-            self.index.resize_with(t as usize + 1, KeyMap::default);
+            self.index.resize_with(t as usize + 1, KeyTable::default);
         }
-        let n = match self.index[t as usize].get(&key) {
-            Some(&n) => {
+        let n = match self.index[t as usize].get(key) {
+            Some(&(n, _)) => {
                 debug_assert_eq!(
                     &*self.node_value[n as usize], value,
                     "128-bit key collision"
@@ -279,7 +282,7 @@ impl IdentityGraph {
             }
             None => {
                 let n = self.node_value.len() as u32;
-                self.index[t as usize].insert(key, n);
+                self.index[t as usize].insert(key, (n, u32::MAX));
                 self.text_bytes += value.len();
                 self.node_type.push(t);
                 self.node_value.push(value.into());
@@ -300,7 +303,7 @@ impl IdentityGraph {
         let known = self
             .index
             .get(t as usize)
-            .is_some_and(|i| i.contains_key(&key));
+            .is_some_and(|i| i.contains_key(key));
         let n = self.intern_keyed(t, key, value, 0);
         if !known {
             self.sources[n as usize] = 0;
@@ -323,6 +326,15 @@ impl IdentityGraph {
         let i = n as usize;
         self.first_seen[i] = self.first_seen[i].min(first);
         self.last_seen[i] = self.last_seen[i].max(last);
+    }
+
+    /// Writes each node's person into the index, once the graph is named.
+    fn index_people(&mut self) {
+        for index in &mut self.index {
+            for (n, p) in index.values_mut() {
+                *p = self.component[*n as usize];
+            }
+        }
     }
 
     fn bytes(&self) -> usize {
@@ -532,6 +544,7 @@ pub async fn build_counting(
                     e.accepted = a;
                 }
                 g.quarantine = carried;
+                g.index_people();
                 return Ok(g);
             }
         }
@@ -549,6 +562,7 @@ pub async fn build_counting(
     }
     close(&mut g, config);
     name_components(&mut g, earlier.as_ref());
+    g.index_people();
     g.quarantine
         .sort_by(|a, b| (&a.rule, &a.id_type, &a.value).cmp(&(&b.rule, &b.id_type, &b.value)));
     Ok(g)
@@ -790,17 +804,21 @@ const UTC_MICROS: &str = "Timestamp(Microsecond, Some(\"UTC\"))";
 /// met, and its links, each with when it was first and last seen and on how many rows.
 #[derive(Default)]
 struct Part {
-    /// Per id type: value's key -> local node.
-    index: Vec<KeyMap<u32>>,
+    /// Per id type: value's key -> local node, first and last seen (in one slot, as every
+    /// row updates both).
+    index: Vec<KeyTable<Key, (u32, i64, i64)>>,
     /// Per local node: its type, key and value.
-    values: Vec<(u16, u128, Box<str>)>,
-    /// Per local node: first and last seen.
+    values: Vec<(u16, Key, Box<str>)>,
+    /// Per local node: first and last seen, taken from `index` once the partition is read.
     seen: Vec<(i64, i64)>,
     blocked: Vec<HashMap<Box<str>, (String, u64)>>,
-    /// (center, other) -> first seen, last seen, rows.
-    links: HashMap<(u32, u32), (i64, i64, u64)>,
+    /// `(center << 32) | other` -> first seen, last seen, rows.
+    links: KeyTable<u64, (i64, i64, u64)>,
     rows: u64,
 }
+
+/// A partition's index entry for a blocklisted value.
+const BLOCKED: u32 = u32::MAX;
 
 /// Reads one partition of `SELECT i0, i1, ..., t` (normalized identifiers of `types`,
 /// then the event time) into a [`Part`].
@@ -813,7 +831,7 @@ async fn read_part(
 ) -> Result<Part> {
     let n_types = blocklists.len();
     let mut part = Part {
-        index: vec![KeyMap::default(); n_types],
+        index: vec![KeyTable::default(); n_types],
         blocked: vec![HashMap::new(); n_types],
         ..Default::default()
     };
@@ -822,8 +840,9 @@ async fn read_part(
         let batch = batch?;
         part.rows += batch.num_rows() as u64;
         read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        // As views: no copy of the text, whichever string type the scan produced.
         let values: Vec<_> = (0..types.len())
-            .map(|c| cast(batch.column(c), &DataType::Utf8))
+            .map(|c| cast(batch.column(c), &DataType::Utf8View))
             .collect::<std::result::Result<_, _>>()?;
         let ts = batch
             .column(types.len())
@@ -832,38 +851,35 @@ async fn read_part(
             row_ids.clear();
             let t = ts.is_valid(r).then(|| ts.value(r));
             for (c, &ty) in types.iter().enumerate() {
-                let col = values[c].as_string::<i32>();
+                let col = values[c].as_string_view();
                 if col.is_null(r) {
                     continue;
                 }
                 let v = col.value(r);
                 let key = keys.key(v);
-                let index = &mut part.index[ty as usize];
-                let n = match index.get(&key) {
-                    Some(&n) => n,
-                    None => {
-                        // Only values not seen before meet the blocklist's patterns.
-                        let blocked = &mut part.blocked[ty as usize];
-                        if let Some(entry) = blocked.get_mut(v) {
-                            entry.1 += 1;
-                            continue;
+                let (slot, new) = part.index[ty as usize]
+                    .get_or_insert_with(key, || (BLOCKED, i64::MAX, i64::MIN));
+                if new {
+                    // Only values not seen before meet the blocklist's patterns.
+                    match blocklists[ty as usize].as_ref().and_then(|b| b.rule_for(v)) {
+                        Some(rule) => {
+                            part.blocked[ty as usize].insert(v.into(), (rule, 0));
                         }
-                        if let Some(rule) =
-                            blocklists[ty as usize].as_ref().and_then(|b| b.rule_for(v))
-                        {
-                            blocked.insert(v.into(), (rule, 1));
-                            continue;
+                        None => {
+                            slot.0 = part.values.len() as u32;
+                            part.values.push((ty, key, v.into()));
                         }
-                        let n = part.seen.len() as u32;
-                        index.insert(key, n);
-                        part.values.push((ty, key, v.into()));
-                        part.seen.push((i64::MAX, i64::MIN));
-                        n
                     }
-                };
+                }
+                let n = slot.0;
+                if n == BLOCKED {
+                    if let Some(entry) = part.blocked[ty as usize].get_mut(v) {
+                        entry.1 += 1;
+                    }
+                    continue;
+                }
                 if let Some(t) = t {
-                    let seen = &mut part.seen[n as usize];
-                    *seen = (seen.0.min(t), seen.1.max(t));
+                    (slot.1, slot.2) = (slot.1.min(t), slot.2.max(t));
                 }
                 row_ids.push((ty, n));
             }
@@ -873,16 +889,22 @@ async fn read_part(
                 continue;
             };
             for &(_, other) in row_ids.iter().filter(|&&(_, n)| n != center) {
-                let link = part
+                let key = u64::from(center) << 32 | u64::from(other);
+                let (link, _) = part
                     .links
-                    .entry((center, other))
-                    .or_insert((i64::MAX, i64::MIN, 0));
+                    .get_or_insert_with(key, || (i64::MAX, i64::MIN, 0));
                 link.2 += 1;
                 if let Some(t) = t {
                     link.0 = link.0.min(t);
                     link.1 = link.1.max(t);
                 }
             }
+        }
+    }
+    part.seen = vec![(i64::MAX, i64::MIN); part.values.len()];
+    for index in std::mem::take(&mut part.index) {
+        for (_, &(n, first, last)) in index.iter().filter(|(_, e)| e.0 != BLOCKED) {
+            part.seen[n as usize] = (first, last);
         }
     }
     Ok(part)
@@ -947,7 +969,6 @@ fn merge_part(
     }
     g.rows_read[input] += part.rows;
     // In the partition's own order, so node ids and edge order repeat from run to run.
-    drop(part.index);
     let global: Vec<u32> = part
         .values
         .iter()
@@ -959,15 +980,15 @@ fn merge_part(
             n
         })
         .collect();
-    let mut links: Vec<_> = part.links.into_iter().collect();
-    links.sort_unstable_by_key(|(key, _)| *key);
+    let mut links: Vec<_> = part.links.iter().map(|(key, &link)| (key, link)).collect();
+    links.sort_unstable_by_key(|&(key, _)| key);
     for (t, values) in part.blocked.into_iter().enumerate() {
         for (value, (rule, rows)) in values {
             blocked[t].entry(value).or_insert((rule, 0)).1 += rows;
         }
     }
-    for ((center, other), (first, last, rows)) in links {
-        let (a, b) = (global[center as usize], global[other as usize]);
+    for (key, (first, last, rows)) in links {
+        let (a, b) = (global[(key >> 32) as usize], global[key as u32 as usize]);
         let key = (a.min(b), a.max(b), input as u16);
         let i = *edge_index.entry(key).or_insert_with(|| {
             let (a, b) = g.oriented(a, b);
@@ -1184,18 +1205,13 @@ fn name_components(g: &mut IdentityGraph, earlier: Option<&Earlier<'_>>) {
         .map(|&c| c as usize + 1)
         .max()
         .unwrap_or(0);
-    let mut members: Vec<Vec<canonical::Member<'_>>> = vec![vec![]; n_components];
-    for (node, &c) in g.component.iter().enumerate() {
-        let id_type = g.types[g.node_type[node] as usize].as_str();
-        let value: &str = &g.node_value[node];
-        let prev = earlier.and_then(|e| e.of(g, node));
-        members[c as usize].push(canonical::Member {
-            id_type,
-            value,
+    let members =
+        canonical::Components::group(&g.component, n_components, |node| canonical::Member {
+            id_type: g.types[g.node_type[node] as usize].as_str(),
+            value: &g.node_value[node],
             first_seen: g.first_seen[node],
-            previous: prev,
+            previous: earlier.and_then(|e| e.of(g, node)),
         });
-    }
     let named = canonical::assign(&members);
     // A person is unchanged when no row read this run carries one of its identifiers and
     // its identifiers are exactly one previous person's, under the id it keeps.
