@@ -7,6 +7,7 @@
 
 use std::hash::BuildHasher;
 
+use arrow::array::StringViewArray;
 use foldhash::quality::FixedState;
 
 /// An identifier's key: never all zeros, which marks an empty slot of a [`KeyTable`].
@@ -34,6 +35,31 @@ impl KeyHasher {
         let (high, low) = (self.high.hash_one(value), self.low.hash_one(value));
         Key([high, low.max(1)])
     }
+
+    /// The key of each value of `strings`; the empty key for a null.
+    pub fn keys_of(&self, strings: &StringViewArray) -> Vec<Key> {
+        strings
+            .iter()
+            .map(|v| v.map_or(Key::EMPTY, |v| self.key(v)))
+            .collect()
+    }
+}
+
+/// How many rows ahead a batch lookup prefetches: enough misses in flight to cover the
+/// latency of memory, few enough that the lines are still cached when used.
+pub const AHEAD: usize = 16;
+
+/// Starts loading the cache line of `item`, for a lookup a few rows later.
+#[inline]
+pub fn prefetch<T>(item: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint and never faults, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((item as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = item;
 }
 
 /// What a [`KeyTable`] can be keyed by: uniform enough that its low bits pick a slot.
@@ -57,6 +83,15 @@ impl SlotKey for u64 {
     fn slot_hash(self) -> u64 {
         let h = self.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         h ^ (h >> 29)
+    }
+}
+
+/// Two nodes and an input, `(a << 48) | (b << 16) | input`: the graph's edges.
+impl SlotKey for u128 {
+    const EMPTY: Self = u128::MAX;
+
+    fn slot_hash(self) -> u64 {
+        ((self >> 64) as u64 ^ (self as u64).rotate_left(23)).slot_hash()
     }
 }
 
@@ -93,8 +128,19 @@ impl<K: SlotKey, V: Copy + Default> KeyTable<K, V> {
         }
     }
 
-    pub fn get(&self, key: K) -> Option<&V> {
+    /// Starts loading the cache line where `key` would be. Looking up a batch with each
+    /// key prefetched some rows ahead overlaps the misses instead of waiting on each.
+    #[inline]
+    pub fn prefetch(&self, key: K) {
         if self.slots.is_empty() {
+            return;
+        }
+        prefetch(&self.slots[key.slot_hash() as usize & (self.slots.len() - 1)]);
+    }
+
+    /// The value of `key`; `None` for the empty key, which stands for no value.
+    pub fn get(&self, key: K) -> Option<&V> {
+        if self.slots.is_empty() || key == K::EMPTY {
             return None;
         }
         let slot = &self.slots[self.slot(key)];
@@ -167,6 +213,7 @@ mod tests {
             assert_eq!(table.get(keys.key(&i.to_string())), Some(&i));
         }
         assert_eq!(table.get(keys.key("absent")), None);
+        assert_eq!(table.get(Key::EMPTY), None);
         let (v, inserted) = table.get_or_insert_with(keys.key("7"), || 0);
         assert!(!inserted);
         assert_eq!(*v, 7);

@@ -80,22 +80,22 @@ impl ScalarUDFImpl for CanonicalId {
             .args
             .iter()
             .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let values = cast(&args.args[1].to_array(args.number_rows)?, &DataType::Utf8)?;
-        let values = values.as_string::<i32>();
+        let values = cast(
+            &args.args[1].to_array(args.number_rows)?,
+            &DataType::Utf8View,
+        )?;
+        let values = values.as_string_view();
         // The id type is a literal in stitched views: resolve it once, not per row.
         let people: Vec<Option<u32>> = match &args.args[0] {
             ColumnarValue::Scalar(t) if !scalar => {
                 let t = t.cast_to(&DataType::Utf8)?;
-                let t = match &t {
-                    ScalarValue::Utf8(Some(t)) => self.graph.type_id(t),
-                    _ => None,
-                };
-                (0..values.len())
-                    .map(|i| match t {
-                        Some(t) if values.is_valid(i) => self.graph.person_of(t, values.value(i)),
-                        _ => None,
-                    })
-                    .collect()
+                match &t {
+                    ScalarValue::Utf8(Some(t)) => match self.graph.type_id(t) {
+                        Some(t) => self.graph.people_of(t, values),
+                        None => vec![None; values.len()],
+                    },
+                    _ => vec![None; values.len()],
+                }
             }
             types => {
                 let types = cast(&types.to_array(args.number_rows)?, &DataType::Utf8)?;

@@ -22,7 +22,7 @@ use hashbrown::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, StringViewArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
 use c360_udfs::union_find::DenseUnionFind;
@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 pub use canonical::Change;
 use config::Blocklist;
 pub use config::IdentityConfig;
-use hashed::{Key, KeyHasher, KeyTable};
+use hashed::{prefetch, Key, KeyHasher, KeyTable, SlotKey, AHEAD};
 pub use tables::OUTPUT_TABLES;
 
 use crate::error::{Error, Result};
@@ -229,10 +229,27 @@ impl IdentityGraph {
         self.canonical.len()
     }
 
+    /// The person (component) of each identifier (already normalized) of type `t`.
+    pub(crate) fn people_of(&self, t: u16, values: &StringViewArray) -> Vec<Option<u32>> {
+        let Some(index) = self.index.get(t as usize) else {
+            return vec![None; values.len()];
+        };
+        let keys = self.keys.keys_of(values);
+        (0..keys.len())
+            .map(|i| {
+                if let Some(&ahead) = keys.get(i + AHEAD) {
+                    index.prefetch(ahead);
+                }
+                let &(n, p) = index.get(keys[i])?;
+                debug_assert_eq!(p, self.component[n as usize], "people indexed after naming");
+                Some(p)
+            })
+            .collect()
+    }
+
     /// The person (component) of an identifier (already normalized) of type `t`.
     pub(crate) fn person_of(&self, t: u16, value: &str) -> Option<u32> {
-        let &(n, p) = self.index.get(t as usize)?.get(self.keys.key(value))?;
-        debug_assert_eq!(p, self.component[n as usize], "people indexed after naming");
+        let &(_, p) = self.index.get(t as usize)?.get(self.keys.key(value))?;
         Some(p)
     }
 
@@ -269,6 +286,13 @@ impl IdentityGraph {
 
     /// [`Self::intern`] of a value whose key is known.
     fn intern_keyed(&mut self, t: u16, key: Key, value: &str, input: usize) -> u32 {
+        let n = self.node_of(t, key, value);
+        self.sources[n as usize] |= 1 << input.min(63);
+        n
+    }
+
+    /// The node of a value whose key is known, added if new.
+    fn node_of(&mut self, t: u16, key: Key, value: &str) -> u32 {
         if self.index.len() <= t as usize {
             self.index.resize_with(t as usize + 1, KeyTable::default);
         }
@@ -293,7 +317,6 @@ impl IdentityGraph {
                 n
             }
         };
-        self.sources[n as usize] |= 1 << input.min(63);
         n
     }
 
@@ -450,13 +473,12 @@ pub async fn build_counting(
     let seeded_rows: u64 = g.rows_read.iter().sum();
     let mut reservation =
         MemoryConsumer::new("identity graph").register(&ctx.runtime_env().memory_pool);
-    let mut edge_index: HashMap<(u32, u32, u16), usize> = g
-        .edges
-        .iter()
-        .enumerate()
-        .map(|(i, e)| ((e.a.min(e.b), e.a.max(e.b), e.input), i))
-        .collect();
-    grow(&mut reservation, g.bytes() + edge_index.len() * 24)?;
+    let mut edge_index: KeyTable<u128, u32> = KeyTable::default();
+    for (i, e) in g.edges.iter().enumerate() {
+        edge_index.insert(edge_key(e.a, e.b, e.input), i as u32);
+    }
+    // The edge index: a slot and a quarter per edge.
+    grow(&mut reservation, g.bytes() + g.edges.len() * 24)?;
     let blocklists: Arc<Vec<Option<Blocklist>>> = Arc::new(
         g.types
             .iter()
@@ -836,6 +858,9 @@ async fn read_part(
         ..Default::default()
     };
     let mut row_ids: Vec<(u16, u32)> = Vec::with_capacity(types.len());
+    // A batch's links, (center << 32 | other, time): updated after its rows, so that
+    // their slots can be prefetched too.
+    let mut links: Vec<(u64, Option<i64>)> = vec![];
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         part.rows += batch.num_rows() as u64;
@@ -844,19 +869,26 @@ async fn read_part(
         let values: Vec<_> = (0..types.len())
             .map(|c| cast(batch.column(c), &DataType::Utf8View))
             .collect::<std::result::Result<_, _>>()?;
+        let columns: Vec<_> = values.iter().map(|v| v.as_string_view()).collect();
+        let row_keys: Vec<Vec<Key>> = columns.iter().map(|c| keys.keys_of(c)).collect();
         let ts = batch
             .column(types.len())
             .as_primitive::<TimestampMicrosecondType>();
-        for r in 0..batch.num_rows() {
+        let n_rows = batch.num_rows();
+        for r in 0..n_rows {
+            if r + AHEAD < n_rows {
+                for (c, &ty) in types.iter().enumerate() {
+                    part.index[ty as usize].prefetch(row_keys[c][r + AHEAD]);
+                }
+            }
             row_ids.clear();
             let t = ts.is_valid(r).then(|| ts.value(r));
             for (c, &ty) in types.iter().enumerate() {
-                let col = values[c].as_string_view();
-                if col.is_null(r) {
+                let key = row_keys[c][r];
+                if key == Key::EMPTY {
                     continue;
                 }
-                let v = col.value(r);
-                let key = keys.key(v);
+                let v = columns[c].value(r);
                 let (slot, new) = part.index[ty as usize]
                     .get_or_insert_with(key, || (BLOCKED, i64::MAX, i64::MIN));
                 if new {
@@ -889,17 +921,23 @@ async fn read_part(
                 continue;
             };
             for &(_, other) in row_ids.iter().filter(|&&(_, n)| n != center) {
-                let key = u64::from(center) << 32 | u64::from(other);
-                let (link, _) = part
-                    .links
-                    .get_or_insert_with(key, || (i64::MAX, i64::MIN, 0));
-                link.2 += 1;
-                if let Some(t) = t {
-                    link.0 = link.0.min(t);
-                    link.1 = link.1.max(t);
-                }
+                links.push((u64::from(center) << 32 | u64::from(other), t));
             }
         }
+        for (i, &(key, t)) in links.iter().enumerate() {
+            if let Some(&(ahead, _)) = links.get(i + AHEAD) {
+                part.links.prefetch(ahead);
+            }
+            let (link, _) = part
+                .links
+                .get_or_insert_with(key, || (i64::MAX, i64::MIN, 0));
+            link.2 += 1;
+            if let Some(t) = t {
+                link.0 = link.0.min(t);
+                link.1 = link.1.max(t);
+            }
+        }
+        links.clear();
     }
     part.seen = vec![(i64::MAX, i64::MIN); part.values.len()];
     for index in std::mem::take(&mut part.index) {
@@ -944,14 +982,14 @@ async fn read_input(
 fn merge_parts(
     g: &mut IdentityGraph,
     blocked: &mut [HashMap<Box<str>, (String, u64)>],
-    edge_index: &mut HashMap<(u32, u32, u16), usize>,
+    edge_index: &mut KeyTable<u128, u32>,
     reservation: &mut MemoryReservation,
     parts: Vec<Part>,
     input: usize,
 ) -> Result<()> {
     for part in parts {
         merge_part(g, blocked, edge_index, part, input);
-        grow(reservation, g.bytes() + edge_index.len() * 24)?;
+        grow(reservation, g.bytes() + g.edges.len() * 24)?;
     }
     Ok(())
 }
@@ -960,7 +998,7 @@ fn merge_parts(
 fn merge_part(
     g: &mut IdentityGraph,
     blocked: &mut [HashMap<Box<str>, (String, u64)>],
-    edge_index: &mut HashMap<(u32, u32, u16), usize>,
+    edge_index: &mut KeyTable<u128, u32>,
     part: Part,
     input: usize,
 ) {
@@ -969,17 +1007,31 @@ fn merge_part(
     }
     g.rows_read[input] += part.rows;
     // In the partition's own order, so node ids and edge order repeat from run to run.
-    let global: Vec<u32> = part
-        .values
-        .iter()
-        .zip(&part.seen)
-        .map(|((t, key, value), &(first, last))| {
-            let n = g.intern_keyed(*t, *key, value, input);
-            g.see(n, first, last);
-            g.touched[n as usize] = true;
-            n
+    // Nodes are found first and updated second, each pass prefetching rows ahead.
+    let values = &part.values;
+    let global: Vec<u32> = (0..values.len())
+        .map(|i| {
+            if let Some(&(t, ahead, _)) = values.get(i + AHEAD) {
+                if let Some(index) = g.index.get(t as usize) {
+                    index.prefetch(ahead);
+                }
+            }
+            let (t, key, value) = &values[i];
+            g.node_of(*t, *key, value)
         })
         .collect();
+    for (i, (&n, &(first, last))) in global.iter().zip(&part.seen).enumerate() {
+        if let Some(&ahead) = global.get(i + AHEAD) {
+            let ahead = ahead as usize;
+            prefetch(&g.first_seen[ahead]);
+            prefetch(&g.last_seen[ahead]);
+            prefetch(&g.sources[ahead]);
+            prefetch(&g.touched[ahead]);
+        }
+        g.sources[n as usize] |= 1 << input.min(63);
+        g.see(n, first, last);
+        g.touched[n as usize] = true;
+    }
     let mut links: Vec<_> = part.links.iter().map(|(key, &link)| (key, link)).collect();
     links.sort_unstable_by_key(|&(key, _)| key);
     for (t, values) in part.blocked.into_iter().enumerate() {
@@ -987,27 +1039,40 @@ fn merge_part(
             blocked[t].entry(value).or_insert((rule, 0)).1 += rows;
         }
     }
-    for (key, (first, last, rows)) in links {
-        let (a, b) = (global[(key >> 32) as usize], global[key as u32 as usize]);
-        let key = (a.min(b), a.max(b), input as u16);
-        let i = *edge_index.entry(key).or_insert_with(|| {
+    let keys: Vec<(u128, u32, u32)> = links
+        .iter()
+        .map(|&(key, _)| {
+            let (a, b) = (global[(key >> 32) as usize], global[key as u32 as usize]);
+            (edge_key(a, b, input as u16), a, b)
+        })
+        .collect();
+    for (i, (&(key, a, b), &(_, (first, last, rows)))) in keys.iter().zip(&links).enumerate() {
+        if let Some(&(ahead, _, _)) = keys.get(i + AHEAD) {
+            edge_index.prefetch(ahead);
+        }
+        let (&mut e, new) = edge_index.get_or_insert_with(key, || g.edges.len() as u32);
+        if new {
             let (a, b) = g.oriented(a, b);
             g.edges.push(Edge {
                 a,
                 b,
-                input: key.2,
+                input: input as u16,
                 first_seen: i64::MAX,
                 last_seen: i64::MIN,
                 rows: 0,
                 accepted: false,
             });
-            g.edges.len() - 1
-        });
-        let e = &mut g.edges[i];
+        }
+        let e = &mut g.edges[e as usize];
         e.rows += rows;
         e.first_seen = e.first_seen.min(first);
         e.last_seen = e.last_seen.max(last);
     }
+}
+
+/// An edge's key in the graph's edge index: its ends in either order, and its input.
+fn edge_key(a: u32, b: u32, input: u16) -> u128 {
+    u128::from(a.min(b)) << 48 | u128::from(a.max(b)) << 16 | u128::from(input)
 }
 
 fn grow(reservation: &mut MemoryReservation, bytes: usize) -> Result<()> {
