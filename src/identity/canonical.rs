@@ -23,6 +23,25 @@ pub struct Member<'a> {
     pub previous: Option<(&'a str, i64)>,
 }
 
+/// Nodes grouped by their component in `of` (ids `0..n`), a counting sort: component `c`
+/// holds `nodes[starts[c]..starts[c + 1]]`, in node order.
+pub fn by_component(of: &[u32], n: usize) -> (Vec<usize>, Vec<u32>) {
+    let mut starts = vec![0usize; n + 1];
+    for &c in of {
+        starts[c as usize + 1] += 1;
+    }
+    for c in 0..n {
+        starts[c + 1] += starts[c];
+    }
+    let mut next = starts.clone();
+    let mut nodes = vec![0u32; of.len()];
+    for (i, &c) in of.iter().enumerate() {
+        nodes[next[c as usize]] = i as u32;
+        next[c as usize] += 1;
+    }
+    (starts, nodes)
+}
+
 /// Components as runs of one member list, component `c` holding
 /// `members[starts[c]..starts[c + 1]]`: a million people cost two vectors, not a million.
 #[derive(Debug, Default)]
@@ -33,22 +52,10 @@ pub struct Components<'a> {
 
 impl<'a> Components<'a> {
     /// Groups `members` by their component in `of` (ids `0..n`, each one used).
-    pub fn group(of: &[u32], n: usize, mut member: impl FnMut(usize) -> Member<'a>) -> Self {
-        let mut starts = vec![0usize; n + 1];
-        for &c in of {
-            starts[c as usize + 1] += 1;
-        }
-        for c in 0..n {
-            starts[c + 1] += starts[c];
-        }
-        let mut next = starts.clone();
-        let mut slots: Vec<usize> = vec![0; of.len()];
-        for (i, &c) in of.iter().enumerate() {
-            slots[next[c as usize]] = i;
-            next[c as usize] += 1;
-        }
+    pub fn group(of: &[u32], n: usize, member: impl FnMut(usize) -> Member<'a>) -> Self {
+        let (starts, nodes) = by_component(of, n);
         Self {
-            members: slots.into_iter().map(&mut member).collect(),
+            members: nodes.into_iter().map(|i| i as usize).map(member).collect(),
             starts,
         }
     }

@@ -8,6 +8,7 @@
 use std::hash::BuildHasher;
 
 use arrow::array::StringViewArray;
+pub use c360_udfs::{prefetch, AHEAD};
 use foldhash::quality::FixedState;
 
 /// An identifier's key: never all zeros, which marks an empty slot of a [`KeyTable`].
@@ -43,23 +44,6 @@ impl KeyHasher {
             .map(|v| v.map_or(Key::EMPTY, |v| self.key(v)))
             .collect()
     }
-}
-
-/// How many rows ahead a batch lookup prefetches: enough misses in flight to cover the
-/// latency of memory, few enough that the lines are still cached when used.
-pub const AHEAD: usize = 16;
-
-/// Starts loading the cache line of `item`, for a lookup a few rows later.
-#[inline]
-pub fn prefetch<T>(item: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching is a hint and never faults, whatever the address.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>((item as *const T).cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = item;
 }
 
 /// What a [`KeyTable`] can be keyed by: uniform enough that its low bits pick a slot.

@@ -101,21 +101,9 @@ impl IdentityGraph {
     /// any of them was first and last seen.
     pub fn people_table(&self) -> Result<Arc<MemTable>> {
         let people = self.canonical.len();
-        // Nodes grouped by component (a counting sort), each group later sorted by
-        // (type, value): no string is copied until it lands in its list.
-        let mut start = vec![0usize; people + 1];
-        for &c in &self.component {
-            start[c as usize + 1] += 1;
-        }
-        for c in 0..people {
-            start[c + 1] += start[c];
-        }
-        let mut next = start.clone();
-        let mut members = vec![0u32; self.len()];
-        for (n, &c) in self.component.iter().enumerate() {
-            members[next[c as usize]] = n as u32;
-            next[c as usize] += 1;
-        }
+        // Nodes grouped by component, each group later sorted by (type, value): no string
+        // is copied until it lands in its list.
+        let (start, mut members) = super::canonical::by_component(&self.component, people);
         let mut order: Vec<usize> = (0..people).collect();
         order.sort_unstable_by(|&a, &b| self.canonical[a].0.cmp(&self.canonical[b].0));
 

@@ -79,6 +79,42 @@ pub(crate) fn kept(opt_filter: Option<&arrow::array::BooleanArray>, i: usize) ->
     opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i))
 }
 
+/// How many rows ahead a batch prefetches: enough misses in flight to cover the latency
+/// of memory, few enough that the lines are still cached when used.
+pub const AHEAD: usize = 16;
+
+/// Starts loading the cache line of `item`. With millions of groups (or identifiers),
+/// each row's state is a cache miss; prefetching rows ahead overlaps those misses instead
+/// of stalling on each in turn.
+#[inline]
+pub fn prefetch<T>(item: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint and never faults, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((item as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = item;
+}
+
+/// Prefetches the state of the group [`AHEAD`] rows after row `i`, if that row counts.
+#[inline]
+pub(crate) fn prefetch_group<T>(
+    groups: &[T],
+    group_indices: &[usize],
+    opt_filter: Option<&arrow::array::BooleanArray>,
+    i: usize,
+) {
+    if let Some(&g) = group_indices.get(i + AHEAD) {
+        if kept(opt_filter, i + AHEAD) {
+            if let Some(state) = groups.get(g) {
+                prefetch(state);
+            }
+        }
+    }
+}
+
 /// Every distinct value of an accumulator, stored once; groups hold value ids, so a value
 /// already seen allocates nothing.
 #[derive(Debug, Default)]

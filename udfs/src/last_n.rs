@@ -19,7 +19,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::expressions::Literal;
 use datafusion_macros::user_doc;
 
-use crate::common::{kept, utf8, Interner};
+use crate::common::{kept, prefetch_group, utf8, Interner};
 
 /// The shared instance, for registries and expression builders.
 pub fn udaf() -> Arc<AggregateUDF> {
@@ -413,6 +413,7 @@ impl GroupsAccumulator for LastNGroups {
         let (v, t) = inputs(values)?;
         let (v, t) = (v.as_string::<i32>(), t.as_primitive());
         for (i, &g) in group_indices.iter().enumerate() {
+            prefetch_group(&self.groups, group_indices, opt_filter, i);
             if kept(opt_filter, i) {
                 self.change(g, |top, text| update(top, text, v, t, i));
             }

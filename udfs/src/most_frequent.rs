@@ -18,7 +18,7 @@ use datafusion::logical_expr::{
 };
 use datafusion_macros::user_doc;
 
-use crate::common::{kept, utf8, Interner};
+use crate::common::{kept, prefetch_group, utf8, Interner};
 
 /// The shared instance, for registries and expression builders.
 pub fn udaf() -> Arc<AggregateUDF> {
@@ -251,6 +251,7 @@ impl GroupsAccumulator for MostFrequentGroups {
         let v = utf8("most_frequent", &values[0])?;
         let v = v.as_string::<i32>();
         for (i, &g) in group_indices.iter().enumerate() {
+            prefetch_group(&self.groups, group_indices, opt_filter, i);
             if kept(opt_filter, i) && v.is_valid(i) {
                 self.count(g, v.value(i), 1);
             }
