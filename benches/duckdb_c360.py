@@ -167,11 +167,13 @@ def main():
         if changed == 0:
             break
     con.execute("CREATE TABLE node_person AS SELECT n.id_type, n.value, l.label FROM nodes n JOIN labels l USING (id)")
+    # The closure on prepared edges ends here; writing it out counts with the features, as
+    # c360 writes its graph's tables while computing them.
+    phase("identity_components")
     con.execute(
         f"""COPY (SELECT id_type, value AS id_value, label FROM node_person)
             TO '{out}/duckdb_identity.parquet' (FORMAT parquet)"""
     )
-    phase("identity_components")
 
     # Each row's person: the label of its most trusted identifier.
     for name, (_, ids) in INPUTS.items():

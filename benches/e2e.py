@@ -52,8 +52,10 @@ def c360_phases(stderr):
     """Seconds per phase from `c360 run`'s JSON progress lines."""
     events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     at = {e["phase"]: e["elapsed_s"] for e in events if e["phase"] != "written"}
+    built = next(e for e in events if e["phase"] == "identity graph built")
     return {
         "identity": at["identity graph built"],
+        "closure": built["detail"]["closure_s"],
         "features": at["done"] - at["identity graph built"],
     }
 
@@ -150,6 +152,7 @@ def main():
         "wall_s": round(wall, 2),
         "peak_rss_gib": round(rss / 2**30, 2),
         "identity": phases["identity"],
+        "closure": phases["identity_components"],
         "features": phases["features"],
         "iterations": phases["iterations"],
     }
@@ -158,6 +161,7 @@ def main():
     results["ratio"] = {
         "wall": round(d["wall_s"] / c["wall_s"], 2),
         "identity": round(d["identity"] / c["identity"], 2),
+        "closure": round(d["closure"] / c["closure"], 1),
         "features": round(d["features"] / c["features"], 2),
         "peak_rss": round(c["peak_rss_gib"] / d["peak_rss_gib"], 2),
     }

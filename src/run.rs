@@ -351,7 +351,7 @@ async fn leased(
     identity::register_tables(ctx, graph.clone())?;
     progress.phase(
         "identity graph built",
-        json!({"identifiers": graph.len(), "people": graph.components(), "quarantined": graph.quarantine.len(), "rows_read": rows_in}),
+        json!({"identifiers": graph.len(), "people": graph.components(), "quarantined": graph.quarantine.len(), "rows_read": rows_in, "closure_s": graph.closure_seconds}),
     );
 
     progress.phase(
