@@ -8,11 +8,11 @@
 use std::hash::BuildHasher;
 
 use arrow::array::StringViewArray;
-pub use c360_udfs::{prefetch, AHEAD};
+use c360_udfs::prefetch;
 use foldhash::quality::FixedState;
 
 /// An identifier's key: never all zeros, which marks an empty slot of a [`KeyTable`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key([u64; 2]);
 
 /// The keys of one graph: the same seed for every part read into it.
@@ -162,6 +162,11 @@ impl<K: SlotKey, V: Copy + Default> KeyTable<K, V> {
             let i = self.slot(k);
             self.slots[i] = (k, v);
         }
+    }
+
+    /// Bytes its slots take, for memory accounting.
+    pub fn bytes(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<(K, V)>()
     }
 
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {

@@ -89,12 +89,13 @@ impl ScalarUDFImpl for CanonicalId {
         let people: Vec<Option<u32>> = match &args.args[0] {
             ColumnarValue::Scalar(t) if !scalar => {
                 let t = t.cast_to(&DataType::Utf8)?;
-                match &t {
-                    ScalarValue::Utf8(Some(t)) => match self.graph.type_id(t) {
-                        Some(t) => self.graph.people_of(t, values),
-                        None => vec![None; values.len()],
-                    },
-                    _ => vec![None; values.len()],
+                let t = match &t {
+                    ScalarValue::Utf8(Some(t)) => self.graph.type_id(t),
+                    _ => None,
+                };
+                match t {
+                    Some(t) => self.graph.people_of(t, values),
+                    None => vec![None; values.len()],
                 }
             }
             types => {

@@ -34,10 +34,11 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use tokio::task::JoinSet;
 
+use c360_udfs::{prefetch, AHEAD};
 pub use canonical::Change;
 use config::Blocklist;
 pub use config::IdentityConfig;
-use hashed::{prefetch, Key, KeyHasher, KeyTable, SlotKey, AHEAD};
+use hashed::{Key, KeyHasher, KeyTable, SlotKey};
 pub use tables::OUTPUT_TABLES;
 
 use crate::error::{Error, Result};
@@ -480,63 +481,27 @@ pub async fn build_counting(
     for (i, e) in g.edges.iter().enumerate() {
         edge_index.insert(edge_key(e.a, e.b, e.input), i as u32);
     }
-    // The edge index: a slot and a quarter per edge.
-    grow(&mut reservation, g.bytes() + g.edges.len() * 24)?;
+    grow(&mut reservation, g.bytes() + edge_index.bytes())?;
     let blocklists: Arc<Vec<Option<Blocklist>>> = Arc::new(
         g.types
             .iter()
             .map(|t| config.blocklist.get(t).cloned())
             .collect(),
     );
-    // The input being read: its number, declaration and partition readers.
+    // The input being read: its number, declaration and partition readers. A last step
+    // with no next input merges the final one.
     let mut reading = None;
-    for (input_no, input) in project
-        .inputs
-        .iter()
-        .filter(|i| !i.ids.is_empty())
-        .enumerate()
-    {
-        let columns: Vec<String> = input
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                format!(
-                    "{} AS i{i}",
-                    config.normalize[&id.id_type].sql(&format!("\"{}\"", id.column))
-                )
-            })
-            .collect();
-        let time = match &input.event_time {
-            // As UTC instants: a zoned time keeps its instant, a naive one is taken as UTC.
-            Some(c) => format!("arrow_cast(\"{c}\", '{UTC_MICROS}') AS t"),
-            None => format!("arrow_cast(NULL, '{UTC_MICROS}') AS t"),
+    let inputs = project.inputs.iter().filter(|i| !i.ids.is_empty());
+    for next in inputs.enumerate().map(Some).chain([None]) {
+        let started = match next {
+            Some((no, input)) => {
+                let readers = start_readers(ctx, config, input, &g, &blocklists, &rows).await?;
+                Some((no, input, readers))
+            }
+            None => None,
         };
-        let sql = format!(
-            "SELECT {}, {time} FROM \"{}\"",
-            columns.join(", "),
-            input.name
-        );
-        let types: Arc<Vec<u16>> = input
-            .ids
-            .iter()
-            .map(|id| g.type_id(&id.id_type).expect("declared"))
-            .collect::<Vec<_>>()
-            .into();
-        // Each partition is read on its own worker into identifiers of its own; merging
-        // them costs one lookup per distinct identifier, not per row.
-        let plan = ctx.sql(&sql).await?.create_physical_plan().await?;
-        let mut readers = JoinSet::new();
-        for (i, stream) in execute_stream_partitioned(plan, ctx.task_ctx())?
-            .into_iter()
-            .enumerate()
-        {
-            let (types, blocklists) = (types.clone(), blocklists.clone());
-            let read = read_part(stream, types, blocklists, g.keys, rows.clone());
-            readers.spawn(async move { (i, read.await) });
-        }
         // The previous input is merged while this one is read.
-        if let Some((no, input, readers)) = reading.replace((input_no, input, readers)) {
+        if let Some((no, input, readers)) = std::mem::replace(&mut reading, started) {
             let parts = read_input(input, readers).await?;
             merge_parts(
                 &mut g,
@@ -547,17 +512,6 @@ pub async fn build_counting(
                 no,
             )?;
         }
-    }
-    if let Some((no, input, readers)) = reading {
-        let parts = read_input(input, readers).await?;
-        merge_parts(
-            &mut g,
-            &mut blocked,
-            &mut edge_index,
-            &mut reservation,
-            parts,
-            no,
-        )?;
     }
     drop(edge_index);
     let read_nothing = g.rows_read.iter().sum::<u64>() == seeded_rows;
@@ -953,6 +907,58 @@ async fn read_part(
     Ok(part)
 }
 
+/// Starts reading `input`'s normalized identifiers and event time, one worker per
+/// partition, each into a [`Part`] of its own.
+async fn start_readers(
+    ctx: &SessionContext,
+    config: &IdentityConfig,
+    input: &crate::project::Input,
+    g: &IdentityGraph,
+    blocklists: &Arc<Vec<Option<Blocklist>>>,
+    rows: &Arc<AtomicU64>,
+) -> Result<JoinSet<(usize, Result<Part>)>> {
+    let columns: Vec<String> = input
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            format!(
+                "{} AS i{i}",
+                config.normalize[&id.id_type].sql(&format!("\"{}\"", id.column))
+            )
+        })
+        .collect();
+    let time = match &input.event_time {
+        // As UTC instants: a zoned time keeps its instant, a naive one is taken as UTC.
+        Some(c) => format!("arrow_cast(\"{c}\", '{UTC_MICROS}') AS t"),
+        None => format!("arrow_cast(NULL, '{UTC_MICROS}') AS t"),
+    };
+    let sql = format!(
+        "SELECT {}, {time} FROM \"{}\"",
+        columns.join(", "),
+        input.name
+    );
+    let types: Arc<Vec<u16>> = input
+        .ids
+        .iter()
+        .map(|id| g.type_id(&id.id_type).expect("declared"))
+        .collect::<Vec<_>>()
+        .into();
+    // Each partition is read on its own worker into identifiers of its own; merging
+    // them costs one lookup per distinct identifier, not per row.
+    let plan = ctx.sql(&sql).await?.create_physical_plan().await?;
+    let mut readers = JoinSet::new();
+    for (i, stream) in execute_stream_partitioned(plan, ctx.task_ctx())?
+        .into_iter()
+        .enumerate()
+    {
+        let (types, blocklists) = (types.clone(), Arc::clone(blocklists));
+        let read = read_part(stream, types, blocklists, g.keys, rows.clone());
+        readers.spawn(async move { (i, read.await) });
+    }
+    Ok(readers)
+}
+
 /// An input's partitions once all are read, in partition order (node ids and edge order
 /// repeat from run to run). Dropping `readers` on an error stops the others.
 async fn read_input(
@@ -994,7 +1000,7 @@ fn merge_parts(
 ) -> Result<()> {
     for part in parts {
         merge_part(g, blocked, edge_index, part, input);
-        grow(reservation, g.bytes() + g.edges.len() * 24)?;
+        grow(reservation, g.bytes() + edge_index.bytes())?;
     }
     Ok(())
 }
