@@ -1095,26 +1095,118 @@ fn grow(reservation: &mut MemoryReservation, bytes: usize) -> Result<()> {
 
 /// Hub detection, then the limit-guarded transitive closure.
 fn close(g: &mut IdentityGraph, config: &IdentityConfig) {
-    let n = g.len();
     let hub = find_hubs(g, config);
-    let order = evidence_order(g);
-    let limited: Vec<(u16, u32)> = g
-        .types
+    let limited = limited_types(g, config);
+    // Closed in any order first. Joining components only adds to their counts, so a limit
+    // can break only inside a component that, closed without limits, holds more than the
+    // limit allows; only those components are closed again, edge by edge in evidence order.
+    let mut root = close_unlimited(g, &hub);
+    let over = over_limit(g, &root, &limited);
+    if over.iter().any(|&o| o) {
+        close_in_order(g, &limited, &mut root, &over);
+    }
+    g.component = number_components(&root);
+}
+
+/// The limited id types, as (type, limit), in type order.
+fn limited_types(g: &IdentityGraph, config: &IdentityConfig) -> Vec<(u16, u32)> {
+    g.types
         .iter()
         .enumerate()
         .filter_map(|(t, name)| {
             let l = *config.limits.get(name)?;
             Some((t as u16, l.min(u64::from(u32::MAX)) as u32))
         })
-        .collect();
-    let mut closure = Closure::new(&g.node_type, limited);
-    for i in order {
+        .collect()
+}
+
+/// Components numbered in order of their first node.
+fn number_components(root: &[u32]) -> Vec<u32> {
+    let mut dense = vec![u32::MAX; root.len()];
+    let mut next = 0;
+    (0..root.len())
+        .map(|i| {
+            if let Some(&ahead) = root.get(i + AHEAD) {
+                prefetch(&dense[ahead as usize]);
+            }
+            let r = root[i] as usize;
+            if dense[r] == u32::MAX {
+                dense[r] = next;
+                next += 1;
+            }
+            dense[r]
+        })
+        .collect()
+}
+
+/// Every node's root with all edges but the hubs' joined; marks those edges accepted.
+fn close_unlimited(g: &mut IdentityGraph, hub: &[bool]) -> Vec<u32> {
+    let mut sets = DenseUnionFind::new(g.len());
+    for i in 0..g.edges.len() {
+        if let Some(ahead) = g.edges.get(i + AHEAD) {
+            sets.prefetch(ahead.a);
+            sets.prefetch(ahead.b);
+        }
+        let e = &mut g.edges[i];
+        e.accepted = !hub[e.a as usize] && !hub[e.b as usize];
+        if e.accepted {
+            sets.union(e.a, e.b);
+        }
+    }
+    sets.roots()
+}
+
+/// Per node: whether it roots a component holding more identifiers of a limited type than
+/// the limit allows. Empty when nothing is limited.
+fn over_limit(g: &IdentityGraph, root: &[u32], limited: &[(u16, u32)]) -> Vec<bool> {
+    let k = limited.len();
+    if k == 0 {
+        return vec![];
+    }
+    let mut slot = vec![None; g.types.len()];
+    for (j, &(t, _)) in limited.iter().enumerate() {
+        slot[t as usize] = Some(j);
+    }
+    let mut counts = vec![0u32; root.len() * k];
+    for (&t, &r) in g.node_type.iter().zip(root) {
+        if let Some(j) = slot[t as usize] {
+            counts[r as usize * k + j] += 1;
+        }
+    }
+    counts
+        .chunks_exact(k)
+        .map(|c| c.iter().zip(limited).any(|(&n, &(_, limit))| n > limit))
+        .collect()
+}
+
+/// Closes the components `over` marks again, most trusted evidence first, rejecting each
+/// edge that would break a limit; their nodes' roots in `root` are replaced.
+fn close_in_order(g: &mut IdentityGraph, limited: &[(u16, u32)], root: &mut [u32], over: &[bool]) {
+    // Their nodes, numbered locally: usually a few among millions.
+    let mut local = vec![u32::MAX; root.len()];
+    let mut nodes = vec![];
+    for (i, &r) in root.iter().enumerate() {
+        if over[r as usize] {
+            local[i] = nodes.len() as u32;
+            nodes.push(i as u32);
+        }
+    }
+    let mut edges = vec![];
+    for (i, e) in g.edges.iter_mut().enumerate() {
+        if e.accepted && over[root[e.a as usize] as usize] {
+            e.accepted = false;
+            edges.push(i as u32);
+        }
+    }
+    let types: Vec<u16> = nodes.iter().map(|&n| g.node_type[n as usize]).collect();
+    let mut closure = Closure::new(&types, limited.to_vec());
+    for i in evidence_order(g, edges) {
         let i = i as usize;
         let (a, b) = (g.edges[i].a, g.edges[i].b);
-        if hub[a as usize] || hub[b as usize] {
-            continue;
-        }
-        let (ra, rb) = (closure.find(a), closure.find(b));
+        let (ra, rb) = (
+            closure.find(local[a as usize]),
+            closure.find(local[b as usize]),
+        );
         if ra != rb {
             if let Some((t, limit)) = closure.broken(ra, rb) {
                 let (ta, va) = g.describe(a);
@@ -1132,19 +1224,9 @@ fn close(g: &mut IdentityGraph, config: &IdentityConfig) {
         }
         g.edges[i].accepted = true;
     }
-    // Components numbered in order of their first node.
-    let mut dense = vec![u32::MAX; n];
-    let mut next = 0;
-    g.component = (0..n as u32)
-        .map(|i| {
-            let r = closure.find(i) as usize;
-            if dense[r] == u32::MAX {
-                dense[r] = next;
-                next += 1;
-            }
-            dense[r]
-        })
-        .collect();
+    for (l, &n) in nodes.iter().enumerate() {
+        root[n as usize] = nodes[closure.find(l as u32) as usize];
+    }
 }
 
 /// Per node: whether it is a hub, linked to more distinct identifiers of another type than
@@ -1162,35 +1244,76 @@ fn find_hubs(g: &mut IdentityGraph, config: &IdentityConfig) -> Vec<bool> {
     if max.iter().all(Option::is_none) {
         return hub;
     }
-    // (node, other type, neighbour) for the watched pairs only, sorted: distinct
-    // neighbours are then counted in runs, with no set per node.
-    let mut pairs: Vec<(u32, u16, u32)> = vec![];
-    for e in &g.edges {
-        for (x, y) in [(e.a, e.b), (e.b, e.a)] {
-            let (tx, ty) = (g.node_type[x as usize], g.node_type[y as usize]);
-            if max[tx as usize * n_types + ty as usize].is_some() {
-                pairs.push((x, ty, y));
+    // Per node and watched other type, the first neighbour met. Only a node meeting a
+    // second, different one can have more than one: those few (node, other type,
+    // neighbour) are sorted and counted in runs, with no set per node.
+    let mut slot = vec![None; n_types];
+    let mut others = vec![];
+    for t in 0..n_types {
+        for o in 0..n_types {
+            if max[t * n_types + o].is_some() && slot[o].is_none() {
+                slot[o] = Some(others.len());
+                others.push(o as u16);
             }
         }
     }
-    pairs.sort_unstable();
-    pairs.dedup();
+    let w = others.len();
+    let watched = |x: u32, y: u32| {
+        let (tx, ty) = (g.node_type[x as usize], g.node_type[y as usize]);
+        max[tx as usize * n_types + ty as usize]?;
+        Some(x as usize * w + slot[ty as usize]?)
+    };
+    let mut first = vec![u32::MAX; g.len() * w];
+    let mut more: Vec<(u32, u16, u32)> = vec![];
+    for (i, e) in g.edges.iter().enumerate() {
+        if let Some(ahead) = g.edges.get(i + AHEAD) {
+            prefetch(&first[ahead.a as usize * w]);
+            prefetch(&first[ahead.b as usize * w]);
+        }
+        for (x, y) in [(e.a, e.b), (e.b, e.a)] {
+            if let Some(s) = watched(x, y) {
+                if first[s] == u32::MAX {
+                    first[s] = y;
+                } else if first[s] != y {
+                    more.push((x, g.node_type[y as usize], y));
+                }
+            }
+        }
+    }
+    more.sort_unstable();
+    more.dedup();
+    // Distinct neighbours of `other`'s type: the first, and any more.
+    let distinct = |node: u32, other: u16| {
+        let from = more.partition_point(|p| (p.0, p.1) < (node, other));
+        let to = more.partition_point(|p| (p.0, p.1) <= (node, other));
+        1 + to - from
+    };
     let mut found: Vec<(u32, String)> = vec![];
-    for run in pairs.chunk_by(|p, q| (p.0, p.1) == (q.0, q.1)) {
-        let (node, other) = (run[0].0, run[0].1);
+    let mut check = |node: u32, other: u16, count: usize| {
         let t = g.node_type[node as usize];
-        let Some(m) = max[t as usize * n_types + other as usize] else {
-            continue;
-        };
-        if run.len() as u64 > m {
+        let m = max[t as usize * n_types + other as usize].expect("a watched pair");
+        if count as u64 > m {
             let (t, o) = (&g.types[t as usize], &g.types[other as usize]);
             found.push((
                 node,
-                format!("hub: {t} linked to {} {o} (at most {m})", run.len()),
+                format!("hub: {t} linked to {count} {o} (at most {m})"),
             ));
         }
+    };
+    for run in more.chunk_by(|p, q| (p.0, p.1) == (q.0, q.1)) {
+        check(run[0].0, run[0].1, run.len() + 1);
     }
-    drop(pairs);
+    // A limit of none is broken by the first neighbour alone.
+    if max.contains(&Some(0)) {
+        for (s, &y) in first.iter().enumerate() {
+            let (node, other) = ((s / w) as u32, others[s % w]);
+            let t = g.node_type[node as usize];
+            if y != u32::MAX && max[t as usize * n_types + other as usize] == Some(0) {
+                check(node, other, distinct(node, other));
+            }
+        }
+    }
+    drop((first, more));
     found.sort();
     found.dedup_by_key(|(n, _)| *n);
     for (node, _) in &found {
@@ -1219,17 +1342,16 @@ fn find_hubs(g: &mut IdentityGraph, config: &IdentityConfig) -> Vec<bool> {
     hub
 }
 
-/// Edge indexes, most trusted evidence first (so limits reject the least trusted), then
+/// The given edge indexes, most trusted evidence first (so limits reject the least trusted), then
 /// earliest first. Ties break on the identifiers themselves, never on the order rows were
 /// read in.
-fn evidence_order(g: &IdentityGraph) -> Vec<u32> {
+fn evidence_order(g: &IdentityGraph, edges: Vec<u32>) -> Vec<u32> {
     // (higher rank, lower rank, first seen) packed above the edge index: one integer sort,
     // with text compared only within runs of equal keys.
-    let mut keys: Vec<u128> = g
-        .edges
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
+    let mut keys: Vec<u128> = edges
+        .into_iter()
+        .map(|i| {
+            let e = &g.edges[i as usize];
             let (ra, rb) = (g.node_type[e.a as usize], g.node_type[e.b as usize]);
             let seen = (e.first_seen as u64) ^ (1 << 63);
             (u128::from(ra.max(rb)) << 112)
@@ -1464,5 +1586,131 @@ impl IdentityGraph {
             "quarantined": self.quarantine.len(),
             "ids": {"kept": kept, "appeared": appeared, "merged": merged, "split": split},
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Random links among a few hundred identifiers of three types: a giant component that
+    /// breaks limits, and small ones that do not.
+    fn random_graph(seed: u64) -> IdentityGraph {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut g = IdentityGraph {
+            types: vec!["user_id".into(), "email".into(), "anonymous_id".into()],
+            ..Default::default()
+        };
+        let n = 400;
+        for i in 0..n {
+            g.node_type.push(rng.random_range(0..3));
+            g.node_value.push(format!("v{i}").into());
+        }
+        for _ in 0..450 {
+            let (a, b) = (rng.random_range(0..n), rng.random_range(0..n));
+            if a != b {
+                g.edges.push(Edge {
+                    a,
+                    b,
+                    input: rng.random_range(0..2),
+                    first_seen: rng.random_range(0..40),
+                    last_seen: 40,
+                    rows: 1,
+                    accepted: false,
+                });
+            }
+        }
+        g
+    }
+
+    fn config(hubs: &[(&str, &str, u64)], limits: &[(&str, u64)]) -> IdentityConfig {
+        IdentityConfig {
+            priority: ["user_id", "email", "anonymous_id"]
+                .map(String::from)
+                .into(),
+            normalize: Default::default(),
+            blocklist: Default::default(),
+            hubs: hubs
+                .iter()
+                .map(|&(t, o, m)| ((t.into(), o.into()), m))
+                .collect(),
+            limits: limits.iter().map(|&(t, m)| (t.into(), m)).collect(),
+        }
+    }
+
+    fn rejected(g: &IdentityGraph) -> Vec<String> {
+        g.quarantine.iter().map(|q| format!("{q:?}")).collect()
+    }
+
+    /// Closing again only the components that break a limit decides every edge, and
+    /// forms every person, as closing all of them in evidence order does.
+    #[test]
+    fn closing_over_limit_components_alone_matches_closing_all_in_order() {
+        let configs = [
+            config(&[], &[("user_id", 1)]),
+            config(
+                &[("anonymous_id", "user_id", 1)],
+                &[("user_id", 2), ("email", 1)],
+            ),
+            config(&[], &[]),
+        ];
+        for seed in 0..20 {
+            for c in &configs {
+                let mut fast = random_graph(seed);
+                close(&mut fast, c);
+
+                let mut all = random_graph(seed);
+                let hub = find_hubs(&mut all, c);
+                let limited = limited_types(&all, c);
+                let mut root = close_unlimited(&mut all, &hub);
+                let every = vec![true; root.len()];
+                close_in_order(&mut all, &limited, &mut root, &every);
+
+                assert_eq!(fast.component, number_components(&root), "seed {seed}");
+                let accepted = |g: &IdentityGraph| -> Vec<bool> {
+                    g.edges.iter().map(|e| e.accepted).collect()
+                };
+                assert_eq!(accepted(&fast), accepted(&all), "seed {seed}");
+                assert_eq!(rejected(&fast), rejected(&all), "seed {seed}");
+                let limited_some = fast.quarantine.iter().any(|q| q.rule.starts_with("limit"));
+                assert_eq!(limited_some, !c.limits.is_empty(), "seed {seed}");
+            }
+        }
+    }
+
+    /// Hubs are the nodes with more distinct neighbours of the watched type than allowed,
+    /// as counted with a set per node; a limit of 0 makes any neighbour too many.
+    #[test]
+    fn hubs_count_distinct_neighbours() {
+        for seed in 0..10 {
+            for m in [0, 1, 2] {
+                let mut g = random_graph(seed);
+                // Repeated links (from another input) count once.
+                let again: Vec<Edge> = g.edges.iter().step_by(3).cloned().collect();
+                g.edges.extend(again);
+                let hub = find_hubs(&mut g, &config(&[("anonymous_id", "user_id", m)], &[]));
+                let mut neighbours = vec![std::collections::BTreeSet::new(); g.len()];
+                for e in &g.edges {
+                    for (x, y) in [(e.a, e.b), (e.b, e.a)] {
+                        if g.node_type[x as usize] == 2 && g.node_type[y as usize] == 0 {
+                            neighbours[x as usize].insert(y);
+                        }
+                    }
+                }
+                let expected: Vec<bool> = neighbours.iter().map(|s| s.len() as u64 > m).collect();
+                assert_eq!(hub, expected, "seed {seed}, at most {m}");
+                assert!(hub.contains(&true), "seed {seed}, at most {m}");
+                for q in &g.quarantine {
+                    let node = g.node_value.iter().position(|v| **v == q.value).unwrap();
+                    let count = neighbours[node].len();
+                    assert_eq!(
+                        q.rule,
+                        format!("hub: anonymous_id linked to {count} user_id (at most {m})")
+                    );
+                }
+            }
+        }
     }
 }
