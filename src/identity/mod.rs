@@ -1144,8 +1144,10 @@ fn close_unlimited(g: &mut IdentityGraph, hub: &[bool]) -> Vec<u32> {
     let mut sets = DenseUnionFind::new(g.len());
     for i in 0..g.edges.len() {
         if let Some(ahead) = g.edges.get(i + AHEAD) {
-            sets.prefetch(ahead.a);
-            sets.prefetch(ahead.b);
+            for x in [ahead.a, ahead.b] {
+                prefetch(&hub[x as usize]);
+                sets.prefetch(x);
+            }
         }
         let e = &mut g.edges[i];
         e.accepted = !hub[e.a as usize] && !hub[e.b as usize];
@@ -1267,8 +1269,10 @@ fn find_hubs(g: &mut IdentityGraph, config: &IdentityConfig) -> Vec<bool> {
     let mut more: Vec<(u32, u16, u32)> = vec![];
     for (i, e) in g.edges.iter().enumerate() {
         if let Some(ahead) = g.edges.get(i + AHEAD) {
-            prefetch(&first[ahead.a as usize * w]);
-            prefetch(&first[ahead.b as usize * w]);
+            for x in [ahead.a as usize, ahead.b as usize] {
+                prefetch(&g.node_type[x]);
+                prefetch(&first[x * w]);
+            }
         }
         for (x, y) in [(e.a, e.b), (e.b, e.a)] {
             if let Some(s) = watched(x, y) {
