@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use arrow::array::{Array, ArrayRef, AsArray, StringArrayType, StringBuilder};
-use arrow::datatypes::DataType;
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, ListArray, StringArray, StringArrayType, StringBuilder,
+};
+use arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::types::logical_string;
 use datafusion::common::{exec_err, Result, ScalarValue};
 use datafusion::logical_expr::{
@@ -98,20 +100,84 @@ pub fn prefetch<T>(item: &T) {
     let _ = item;
 }
 
-/// Prefetches the state of the group [`AHEAD`] rows after row `i`, if that row counts.
+/// Prefetches group states for row `i` of a batch, in two stages: the state of the group
+/// `2 * AHEAD` rows on, then, `AHEAD` rows on (its state cached by now), the heap data the
+/// state points to, from `heap`. Rows a filter drops are skipped.
 #[inline]
-pub(crate) fn prefetch_group<T>(
+pub(crate) fn prefetch_group<T, H>(
     groups: &[T],
     group_indices: &[usize],
     opt_filter: Option<&arrow::array::BooleanArray>,
     i: usize,
+    heap: impl Fn(&T) -> Option<*const H>,
 ) {
-    if let Some(&g) = group_indices.get(i + AHEAD) {
-        if kept(opt_filter, i + AHEAD) {
-            if let Some(state) = groups.get(g) {
-                prefetch(state);
-            }
+    let state = |row: usize| {
+        let g = *group_indices.get(row)?;
+        kept(opt_filter, row).then(|| groups.get(g)).flatten()
+    };
+    if let Some(s) = state(i + 2 * AHEAD) {
+        prefetch(s);
+    }
+    if let Some(h) = state(i + AHEAD).and_then(heap) {
+        // SAFETY: never dereferenced; prefetching any address is allowed.
+        prefetch(unsafe { &*h });
+    }
+}
+
+/// A state of two aligned lists per row, strings and `i64`s (values with their times, or
+/// with their counts), read in place: a row's items are ranges of the child arrays, where
+/// `ListArray::value` would slice (and allocate) per row.
+pub(crate) struct PairedLists<'a> {
+    name: &'static str,
+    what: &'static str,
+    lists: &'a ListArray,
+    strings: &'a StringArray,
+    numbers: &'a Int64Array,
+    number_offsets: &'a [i32],
+}
+
+impl<'a> PairedLists<'a> {
+    /// `states` as `(List<Utf8>, List<Int64>)`; `name` and `what` (the numbers) word errors.
+    pub(crate) fn new(name: &'static str, what: &'static str, states: &'a [ArrayRef]) -> Self {
+        let (lists, numbers) = (states[0].as_list::<i32>(), states[1].as_list::<i32>());
+        Self {
+            name,
+            what,
+            lists,
+            strings: lists.values().as_string::<i32>(),
+            numbers: numbers.values().as_primitive::<Int64Type>(),
+            number_offsets: numbers.value_offsets(),
         }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lists.len()
+    }
+
+    /// Row `i`'s (string, number) pairs; none for a NULL row.
+    pub(crate) fn row(&self, i: usize) -> Result<impl Iterator<Item = (&'a str, i64)> + 'a> {
+        let offsets = self.lists.value_offsets();
+        let (from, to, at) = if self.lists.is_null(i) {
+            (0, 0, 0)
+        } else {
+            let (from, to) = (offsets[i] as usize, offsets[i + 1] as usize);
+            let at = self.number_offsets[i] as usize;
+            let end = self.number_offsets[i + 1] as usize;
+            if to - from != end - at {
+                return exec_err!(
+                    "{}: corrupt state, {} values but {} {}",
+                    self.name,
+                    to - from,
+                    end - at,
+                    self.what
+                );
+            }
+            (from, to, at)
+        };
+        let (strings, numbers) = (self.strings, self.numbers);
+        Ok((from..to)
+            .zip(at..)
+            .map(move |(j, k)| (strings.value(j), numbers.value(k))))
     }
 }
 

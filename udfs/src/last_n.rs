@@ -8,8 +8,8 @@ use std::sync::{Arc, LazyLock};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, StringArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, FieldRef, Int64Type, TimeUnit};
-use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
+use arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
+use datafusion::common::{plan_err, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
@@ -19,7 +19,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::expressions::Literal;
 use datafusion_macros::user_doc;
 
-use crate::common::{kept, prefetch_group, utf8, Interner};
+use crate::common::{kept, prefetch_group, utf8, Interner, PairedLists};
 
 /// The shared instance, for registries and expression builders.
 pub fn udaf() -> Arc<AggregateUDF> {
@@ -250,6 +250,10 @@ impl TopN {
     fn size(&self) -> usize {
         self.items.capacity() * std::mem::size_of::<(i64, u32)>()
     }
+
+    fn heap(&self) -> Option<*const (i64, u32)> {
+        Some(self.items.as_ptr())
+    }
 }
 
 fn update(
@@ -269,28 +273,10 @@ fn inputs(values: &[ArrayRef]) -> Result<(ArrayRef, ArrayRef)> {
     Ok((utf8("last_n", &values[0])?, cast(&values[1], &MICROS)?))
 }
 
-fn merge_row(
-    top: &mut TopN,
-    text: &mut Interner,
-    values: &ListArray,
-    times: &ListArray,
-    i: usize,
-) -> Result<()> {
-    if values.is_null(i) {
-        return Ok(());
-    }
-    let (v, t) = (values.value(i), times.value(i));
-    let (v, t) = (v.as_string::<i32>(), t.as_primitive::<Int64Type>());
-    if v.len() != t.len() {
-        return exec_err!(
-            "last_n: corrupt state, {} values but {} times",
-            v.len(),
-            t.len()
-        );
-    }
-    for j in 0..v.len() {
-        let id = text.id(v.value(j));
-        top.push(t.value(j), id, text);
+fn merge_row(top: &mut TopN, text: &mut Interner, states: &PairedLists, i: usize) -> Result<()> {
+    for (value, ts) in states.row(i)? {
+        let id = text.id(value);
+        top.push(ts, id, text);
     }
     Ok(())
 }
@@ -337,9 +323,9 @@ impl Accumulator for LastNAccumulator {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let (v, t) = (states[0].as_list::<i32>(), states[1].as_list::<i32>());
-        for i in 0..v.len() {
-            merge_row(&mut self.top, &mut self.text, v, t, i)?;
+        let states = PairedLists::new("last_n", "times", states);
+        for i in 0..states.len() {
+            merge_row(&mut self.top, &mut self.text, &states, i)?;
         }
         Ok(())
     }
@@ -413,7 +399,7 @@ impl GroupsAccumulator for LastNGroups {
         let (v, t) = inputs(values)?;
         let (v, t) = (v.as_string::<i32>(), t.as_primitive());
         for (i, &g) in group_indices.iter().enumerate() {
-            prefetch_group(&self.groups, group_indices, opt_filter, i);
+            prefetch_group(&self.groups, group_indices, opt_filter, i, TopN::heap);
             if kept(opt_filter, i) {
                 self.change(g, |top, text| update(top, text, v, t, i));
             }
@@ -430,10 +416,11 @@ impl GroupsAccumulator for LastNGroups {
         let (n, distinct) = (self.n, self.distinct);
         self.groups
             .resize_with(total_num_groups, || TopN::new(n, distinct));
-        let (v, t) = (values[0].as_list::<i32>(), values[1].as_list::<i32>());
+        let states = PairedLists::new("last_n", "times", values);
         for (i, &g) in group_indices.iter().enumerate() {
+            prefetch_group(&self.groups, group_indices, None, i, TopN::heap);
             let mut merged = Ok(());
-            self.change(g, |top, text| merged = merge_row(top, text, v, t, i));
+            self.change(g, |top, text| merged = merge_row(top, text, &states, i));
             merged?;
         }
         Ok(())

@@ -9,7 +9,7 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::types::logical_string;
-use datafusion::common::{exec_err, Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
@@ -18,7 +18,7 @@ use datafusion::logical_expr::{
 };
 use datafusion_macros::user_doc;
 
-use crate::common::{kept, prefetch_group, utf8, Interner};
+use crate::common::{kept, prefetch_group, utf8, Interner, PairedLists};
 
 /// The shared instance, for registries and expression builders.
 pub fn udaf() -> Arc<AggregateUDF> {
@@ -151,6 +151,14 @@ impl Counts {
         }
     }
 
+    /// Where a short list's entries are, for prefetching.
+    fn heap(&self) -> Option<*const (u32, i64)> {
+        match self {
+            Counts::Few(list) => Some(list.as_ptr()),
+            Counts::Many(_) => None,
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Counts::Few(list) => list.len(),
@@ -251,7 +259,7 @@ impl GroupsAccumulator for MostFrequentGroups {
         let v = utf8("most_frequent", &values[0])?;
         let v = v.as_string::<i32>();
         for (i, &g) in group_indices.iter().enumerate() {
-            prefetch_group(&self.groups, group_indices, opt_filter, i);
+            prefetch_group(&self.groups, group_indices, opt_filter, i, Counts::heap);
             if kept(opt_filter, i) && v.is_valid(i) {
                 self.count(g, v.value(i), 1);
             }
@@ -266,25 +274,11 @@ impl GroupsAccumulator for MostFrequentGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.groups.resize_with(total_num_groups, Default::default);
-        let (lists, tallies) = (values[0].as_list::<i32>(), values[1].as_list::<i32>());
+        let states = PairedLists::new("most_frequent", "counts", values);
         for (i, &g) in group_indices.iter().enumerate() {
-            if lists.is_null(i) {
-                continue;
-            }
-            let (v, n) = (lists.value(i), tallies.value(i));
-            let (v, n) = (
-                v.as_string::<i32>(),
-                n.as_primitive::<arrow::datatypes::Int64Type>(),
-            );
-            if v.len() != n.len() {
-                return exec_err!(
-                    "most_frequent: corrupt state, {} values but {} counts",
-                    v.len(),
-                    n.len()
-                );
-            }
-            for j in 0..v.len() {
-                self.count(g, v.value(j), n.value(j));
+            prefetch_group(&self.groups, group_indices, None, i, Counts::heap);
+            for (value, n) in states.row(i)? {
+                self.count(g, value, n);
             }
         }
         Ok(())
