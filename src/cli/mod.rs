@@ -18,7 +18,7 @@ use datafusion_cli::print_format::PrintFormat;
 use datafusion_cli::print_options::{MaxRows, PrintOptions};
 
 use crate::error::{Error, Result};
-use crate::generate::{GenerateOptions, LakeFormat};
+use crate::generate::{GenerateOptions, LakeFormat, PEOPLE_PER_CHUNK};
 use crate::output::TableFormat;
 use crate::project::Project;
 
@@ -155,6 +155,10 @@ pub struct GenerateArgs {
     /// Table formats to write.
     #[arg(long, value_enum, default_value_t = LakeFormat::Both)]
     pub format: LakeFormat,
+    /// People simulated and written at a time: memory grows with it, about 3 GiB at the
+    /// default. The rows do not change, only how they are spread over files.
+    #[arg(long, default_value_t = PEOPLE_PER_CHUNK)]
+    pub chunk: usize,
 }
 
 /// How query results are printed.
@@ -282,6 +286,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 out: args.out,
                 seed: args.seed,
                 format: args.format,
+                chunk: args.chunk,
             })
             .await?;
             println!("{summary}");

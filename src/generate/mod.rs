@@ -9,6 +9,7 @@
 
 mod people;
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +29,7 @@ pub use people::{JUNK_DEVICE, JUNK_EMAIL, JUNK_PHONE, JUNK_PHONE_E164, JUNK_USER
 use crate::error::{Error, Result};
 use crate::materialize::{
     batch, strings, utc_micros as times, utc_micros_field as ts_field, write_parquet,
-    writer_properties,
+    writer_properties, ParquetFile,
 };
 
 /// Which table formats to write.
@@ -45,6 +46,9 @@ pub struct GenerateOptions {
     pub out: PathBuf,
     pub seed: u64,
     pub format: LakeFormat,
+    /// People simulated at a time ([`PEOPLE_PER_CHUNK`] unless testing): bounds memory,
+    /// changes only how rows are spread over files.
+    pub chunk: usize,
 }
 
 /// What was written.
@@ -69,58 +73,104 @@ impl fmt::Display for Summary {
 /// Rows written per Parquet file.
 const ROWS_PER_FILE: usize = 250_000;
 
-/// Generates the lake described by `opts`.
+/// People simulated and written at a time: about 3 GiB of rows in memory.
+pub const PEOPLE_PER_CHUNK: usize = 250_000;
+
+type TableFn = fn(&Lake) -> Result<RecordBatch>;
+
+const TABLES: [(&str, TableFn); 5] = [
+    ("tracks", tracks),
+    ("identifies", identifies),
+    ("orders", orders),
+    ("crm_contacts", crm),
+    ("payments", payments),
+];
+
+/// Generates the lake described by `opts`, `opts.chunk` people at a time: each chunk's rows
+/// are sorted by time and appended to every table as new files.
 pub async fn generate(opts: &GenerateOptions) -> Result<Summary> {
-    if opts.customers == 0 {
-        return Err(Error::Usage("--customers must be at least 1".into()));
+    if opts.customers == 0 || opts.chunk == 0 {
+        return Err(Error::Usage(
+            "--customers and --chunk must be at least 1".into(),
+        ));
     }
-    let lake = people::simulate(opts.seed, opts.customers);
-    let tables = [
-        ("tracks", tracks(&lake)?),
-        ("identifies", identifies(&lake)?),
-        ("orders", orders(&lake)?),
-        ("crm_contacts", crm(&lake)?),
-        ("payments", payments(&lake)?),
-    ];
     let out = &opts.out;
     std::fs::create_dir_all(out)
         .map_err(|e| Error::io(format!("creating '{}'", out.display()), e))?;
-    for (name, batch) in &tables {
-        if opts.format != LakeFormat::Delta {
-            let dir = out.join("parquet").join(name);
-            remove_dir(&dir)?;
-            if *name == "tracks" {
-                write_partitioned(&dir, batch, "event_month")?;
-            } else {
-                write_parquet_files(&dir, batch)?;
+    for (name, _) in TABLES {
+        remove_dir(&out.join("parquet").join(name))?;
+        remove_dir(&out.join("delta").join(name))?;
+    }
+    let truth_dir = out.join("truth");
+    remove_dir(&truth_dir)?;
+    let mut truth = Truth::default();
+    let mut rows = [0; TABLES.len()];
+    let borrowed = people::borrowers(opts.seed, opts.customers);
+    for start in (0..opts.customers).step_by(opts.chunk) {
+        let range = start..(start + opts.chunk).min(opts.customers);
+        let lake = people::simulate(opts.seed, range, &borrowed);
+        for ((name, table), rows) in TABLES.iter().zip(&mut rows) {
+            let batch = table(&lake)?;
+            *rows += batch.num_rows();
+            if opts.format != LakeFormat::Delta {
+                let dir = out.join("parquet").join(name);
+                if *name == "tracks" {
+                    write_partitioned(&dir, &batch, "event_month")?;
+                } else {
+                    write_parquet_files(&dir, &batch)?;
+                }
+            }
+            if opts.format != LakeFormat::Parquet {
+                let partitions: &[&str] = if *name == "tracks" {
+                    &["event_month"]
+                } else {
+                    &[]
+                };
+                let dir = out.join("delta").join(name);
+                write_delta(&dir, &batch, partitions, start == 0).await?;
             }
         }
-        if opts.format != LakeFormat::Parquet {
-            let dir = out.join("delta").join(name);
-            remove_dir(&dir)?;
-            let partitions: &[&str] = if *name == "tracks" {
-                &["event_month"]
-            } else {
-                &[]
-            };
-            write_delta(&dir, batch, partitions).await?;
-        }
+        truth.add(&truth_dir, &lake)?;
     }
-    let truth = out.join("truth");
-    remove_dir(&truth)?;
-    write_parquet_file(
-        &truth.join("identifiers.parquet"),
-        &truth_identifiers(&lake)?,
-    )?;
-    write_parquet_file(&truth.join("people.parquet"), &truth_people(&lake)?)?;
+    truth.publish()?;
     let project = out.join("c360.toml");
     std::fs::write(&project, project_file(opts.format))
         .map_err(|e| Error::io(format!("writing '{}'", project.display()), e))?;
     Ok(Summary {
         out: out.clone(),
         people: opts.customers,
-        tables: tables.iter().map(|(n, b)| (*n, b.num_rows())).collect(),
+        tables: TABLES.iter().map(|(n, _)| *n).zip(rows).collect(),
     })
+}
+
+/// `truth/identifiers.parquet` and `truth/people.parquet`, written chunk by chunk.
+#[derive(Default)]
+struct Truth {
+    files: Option<(ParquetFile, ParquetFile)>,
+    /// Junk values already written: unlike a person's identifiers, they recur in every chunk.
+    junk: HashSet<(&'static str, String)>,
+}
+
+impl Truth {
+    fn add(&mut self, dir: &Path, lake: &Lake) -> Result<()> {
+        let ids = truth_identifiers(lake, &mut self.junk)?;
+        let people = truth_people(lake)?;
+        if self.files.is_none() {
+            self.files = Some((
+                ParquetFile::create(&dir.join("identifiers.parquet"), ids.schema())?,
+                ParquetFile::create(&dir.join("people.parquet"), people.schema())?,
+            ));
+        }
+        let (id_file, people_file) = self.files.as_mut().expect("just created");
+        id_file.write(&ids)?;
+        people_file.write(&people)
+    }
+
+    fn publish(self) -> Result<()> {
+        let (ids, people) = self.files.expect("a lake has at least one chunk");
+        ids.publish()?;
+        people.publish()
+    }
 }
 
 fn remove_dir(dir: &Path) -> Result<()> {
@@ -421,26 +471,34 @@ fn payments(lake: &Lake) -> Result<RecordBatch> {
     )
 }
 
-fn truth_identifiers(lake: &Lake) -> Result<RecordBatch> {
-    let mut ids: Vec<(&str, &str, Option<usize>)> = lake
-        .ids
-        .iter()
-        .map(|(t, v, p)| (*t, v.as_str(), *p))
-        .collect();
+type Id<'a> = (&'static str, &'a str, Option<usize>);
+
+fn sorted<'a>(ids: &'a [(&'static str, String, Option<usize>)]) -> Vec<Id<'a>> {
+    let mut ids: Vec<Id> = ids.iter().map(|(t, v, p)| (*t, v.as_str(), *p)).collect();
     ids.sort();
     ids.dedup();
+    ids
+}
+
+fn truth_identifiers(
+    lake: &Lake,
+    junk_written: &mut HashSet<(&'static str, String)>,
+) -> Result<RecordBatch> {
+    let mut ids = sorted(&lake.ids);
     // A value that is junk anywhere is junk everywhere.
-    let junk: std::collections::HashSet<(&str, &str)> = ids
+    let junk: HashSet<(&str, &str)> = ids
         .iter()
         .filter(|(_, _, p)| p.is_none())
         .map(|(t, v, _)| (*t, *v))
         .collect();
     ids.retain(|(t, v, p)| p.is_none() || !junk.contains(&(*t, *v)));
-    let mut owners: std::collections::HashMap<(&str, &str), usize> =
-        std::collections::HashMap::new();
-    for (t, v, _) in &ids {
-        *owners.entry((*t, *v)).or_default() += 1;
+    let mut owners: HashMap<(&str, &str), usize> = HashMap::new();
+    for (t, v, p) in ids.iter().chain(&sorted(&lake.neighbour_ids)) {
+        if p.is_some() {
+            *owners.entry((*t, *v)).or_default() += 1;
+        }
     }
+    ids.retain(|(t, v, p)| p.is_some() || junk_written.insert((t, v.to_string())));
     let shared: Vec<bool> = ids
         .iter()
         .map(|(t, v, p)| p.is_some() && owners[&(*t, *v)] > 1)
@@ -456,7 +514,7 @@ fn truth_identifiers(lake: &Lake) -> Result<RecordBatch> {
         vec![
             strings(
                 ids.iter()
-                    .map(|(_, _, p)| p.map(|p| lake.people[p].id.as_str())),
+                    .map(|(_, _, p)| p.map(|p| lake.people[p - lake.first].id.as_str())),
             ),
             strings(ids.iter().map(|(t, _, _)| Some(*t))),
             strings(ids.iter().map(|(_, v, _)| Some(*v))),
@@ -536,11 +594,21 @@ fn write_parquet_file(path: &Path, batch: &RecordBatch) -> Result<()> {
     write_parquet(path, batch.schema(), std::slice::from_ref(batch))
 }
 
-/// At least two files per table, so readers meet multi-file tables even at demo scale.
+/// At least two files per table, so readers meet multi-file tables even at demo scale;
+/// numbered after those already in `dir`.
 fn write_parquet_files(dir: &Path, batch: &RecordBatch) -> Result<()> {
     let files = batch.num_rows().div_ceil(ROWS_PER_FILE).max(2);
     let per_file = batch.num_rows().div_ceil(files).max(1);
-    for (k, offset) in (0..batch.num_rows().max(1)).step_by(per_file).enumerate() {
+    let first = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.count(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(Error::io(format!("listing '{}'", dir.display()), e)),
+    };
+    for (k, offset) in (0..batch.num_rows().max(1))
+        .step_by(per_file)
+        .enumerate()
+        .map(|(k, o)| (first + k, o))
+    {
         let len = per_file.min(batch.num_rows() - offset);
         write_parquet_file(
             &dir.join(format!("part-{k:05}.parquet")),
@@ -577,8 +645,14 @@ fn write_partitioned(dir: &Path, batch: &RecordBatch, column: &str) -> Result<()
     Ok(())
 }
 
-/// Two commits: the older half of the rows creates the table, the newer half is appended.
-async fn write_delta(dir: &Path, batch: &RecordBatch, partitions: &[&str]) -> Result<()> {
+/// Two commits: the older half of the rows, then the newer half. The first creates the
+/// table if `create`, else both are appended.
+async fn write_delta(
+    dir: &Path,
+    batch: &RecordBatch,
+    partitions: &[&str],
+    create: bool,
+) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("creating '{}'", dir.display()), e))?;
     let url =
@@ -587,7 +661,14 @@ async fn write_delta(dir: &Path, batch: &RecordBatch, partitions: &[&str]) -> Re
     let half = batch.num_rows() / 2;
     let mut table = DeltaTable::try_from_url(url).await?;
     for (mode, part) in [
-        (SaveMode::ErrorIfExists, batch.slice(0, half)),
+        (
+            if create {
+                SaveMode::ErrorIfExists
+            } else {
+                SaveMode::Append
+            },
+            batch.slice(0, half),
+        ),
         (SaveMode::Append, batch.slice(half, batch.num_rows() - half)),
     ] {
         table = table

@@ -3,6 +3,8 @@
 //! identifier that belongs to a person is reachable from the others through the rows, so
 //! the ground truth is what a correct stitcher can know.
 
+use std::ops::Range;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -167,6 +169,11 @@ pub struct Lake {
     /// Every identifier the rows carry: its type, its normalized value and whose it is
     /// (`None` for junk shared by unrelated people). May repeat.
     pub ids: Vec<(&'static str, String, Option<usize>)>,
+    /// The people `first..first + people.len()`.
+    pub first: usize,
+    /// The identifiers of the people just outside that range, who may share a device with
+    /// the first or the last person in it.
+    pub neighbour_ids: Vec<(&'static str, String, Option<usize>)>,
 }
 
 impl Lake {
@@ -207,16 +214,20 @@ fn scramble(i: u64, modulus: u64) -> u64 {
     (i.wrapping_mul(7919) + 104_729) % modulus
 }
 
-fn person(seed: u64, i: usize) -> Person {
-    let mut rng = rng_for(seed, i as u64);
+fn kind(rng: &mut ChaCha8Rng) -> Kind {
     let roll: f64 = rng.random();
-    let kind = if roll < 0.20 {
+    if roll < 0.20 {
         Kind::Anonymous
     } else if roll < 0.85 {
         Kind::Registered
     } else {
         Kind::Guest
-    };
+    }
+}
+
+fn person(seed: u64, i: usize) -> Person {
+    let mut rng = rng_for(seed, i as u64);
+    let kind = kind(&mut rng);
     let first_name = FIRST[rng.random_range(0..FIRST.len())];
     let last_name = LAST[rng.random_range(0..LAST.len())];
     let n_devices = match kind {
@@ -306,32 +317,65 @@ fn messy_phone(rng: &mut ChaCha8Rng, national: &str) -> String {
     }
 }
 
-/// Simulates `customers` people. Deterministic in `seed`.
-pub fn simulate(seed: u64, customers: usize) -> Lake {
+/// Who among `customers` people also uses the previous registered person's first device:
+/// the one tie between neighbours, decided up front so that people can be simulated a range
+/// at a time. Deterministic in `seed`.
+pub fn borrowers(seed: u64, customers: usize) -> Vec<bool> {
+    let mut borrowed = vec![false; customers];
+    let mut previous = None;
+    for i in 0..customers {
+        let kind = kind(&mut rng_for(seed, i as u64));
+        borrowed[i] = kind == Kind::Registered
+            && previous == Some(Kind::Registered)
+            && !borrowed[i - 1]
+            && rng_for(seed ^ 0x5eed_5a4e, i as u64).random_bool(0.02);
+        previous = Some(kind);
+    }
+    borrowed
+}
+
+/// Simulates the people `range` of a population whose [`borrowers`] are `borrowed`.
+/// Deterministic in `seed`; a person's rows do not depend on the range they are simulated in.
+pub fn simulate(seed: u64, range: Range<usize>, borrowed: &[bool]) -> Lake {
+    let person_at = |i: usize| {
+        let mut p = person(seed, i);
+        if borrowed[i] {
+            p.borrowed_device = Some(person(seed, i - 1).devices.swap_remove(0));
+        }
+        p
+    };
     let mut lake = Lake {
-        people: (0..customers).map(|i| person(seed, i)).collect(),
+        first: range.start,
+        people: range.clone().map(person_at).collect(),
         ..Lake::default()
     };
-    // A few registered people also use the previous registered person's first device.
-    for i in 1..customers {
-        let mut rng = rng_for(seed ^ 0x5eed_5a4e, i as u64);
-        let pair = (lake.people[i].kind, lake.people[i - 1].kind);
-        if pair == (Kind::Registered, Kind::Registered)
-            && lake.people[i - 1].borrowed_device.is_none()
-            && rng.random_bool(0.02)
-        {
-            lake.people[i].borrowed_device = Some(lake.people[i - 1].devices[0].clone());
-        }
-    }
-    lake.expected = vec![Expected::default(); customers];
-    for i in 0..customers {
-        let mut rng = rng_for(seed ^ 0xe7e7_5000, i as u64);
-        let p = lake.people[i].clone();
+    lake.expected = vec![Expected::default(); range.len()];
+    for i in range.clone() {
+        let p = lake.people[i - range.start].clone();
         let mut exp = Expected::default();
-        activity(&mut rng, i, &p, &mut lake, &mut exp);
-        lake.expected[i] = exp;
+        activity(&mut activity_rng(seed, i), i, &p, &mut lake, &mut exp);
+        lake.expected[i - range.start] = exp;
+    }
+    // A device lent across the range's edge has an owner outside it.
+    let before = range.start.checked_sub(1);
+    let after = (range.end < borrowed.len()).then_some(range.end);
+    for j in before.into_iter().chain(after) {
+        let mut other = Lake::default();
+        let p = person_at(j);
+        activity(
+            &mut activity_rng(seed, j),
+            j,
+            &p,
+            &mut other,
+            &mut Expected::default(),
+        );
+        lake.neighbour_ids.append(&mut other.ids);
     }
     lake
+}
+
+fn activity_rng(seed: u64, i: usize) -> ChaCha8Rng {
+    rng_for(seed ^ 0xe7e7_5000, i as u64)
 }
 
 fn activity(rng: &mut ChaCha8Rng, i: usize, p: &Person, lake: &mut Lake, exp: &mut Expected) {

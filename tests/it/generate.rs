@@ -5,18 +5,19 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use arrow::util::pretty::pretty_format_batches;
-use c360::generate::{generate, GenerateOptions, LakeFormat};
+use c360::generate::{generate, GenerateOptions, LakeFormat, PEOPLE_PER_CHUNK};
 use c360::project::Project;
 use datafusion::prelude::SessionContext;
 
 use crate::common::{demo, strings, DEMO_TABLES};
 
-async fn generated(dir: &Path, customers: usize, seed: u64) -> SessionContext {
+async fn generated(dir: &Path, customers: usize, seed: u64, chunk: usize) -> SessionContext {
     generate(&GenerateOptions {
         customers,
         out: dir.to_path_buf(),
         seed,
         format: LakeFormat::Both,
+        chunk,
     })
     .await
     .unwrap();
@@ -59,9 +60,9 @@ async fn same_seed_same_lake_and_people_do_not_depend_on_population() {
         tempfile::tempdir().unwrap(),
     );
     let (ca, cb, cc) = (
-        generated(a.path(), 40, 7).await,
-        generated(b.path(), 40, 7).await,
-        generated(c.path(), 60, 7).await,
+        generated(a.path(), 40, 7, PEOPLE_PER_CHUNK).await,
+        generated(b.path(), 40, 7, PEOPLE_PER_CHUNK).await,
+        generated(c.path(), 60, 7, PEOPLE_PER_CHUNK).await,
     );
     for table in DEMO_TABLES
         .iter()
@@ -79,12 +80,48 @@ async fn same_seed_same_lake_and_people_do_not_depend_on_population() {
         dump(&cc, "truth_people", first).await
     );
     let other = tempfile::tempdir().unwrap();
-    let co = generated(other.path(), 40, 8).await;
+    let co = generated(other.path(), 40, 8, PEOPLE_PER_CHUNK).await;
     assert_ne!(
         dump(&ca, "identifies", "").await,
         dump(&co, "identifies", "").await,
         "the seed changes nothing"
     );
+}
+
+#[tokio::test]
+async fn chunks_change_files_not_rows() {
+    let (whole, split) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cw = generated(whole.path(), 300, 7, PEOPLE_PER_CHUNK).await;
+    // Split the population between a device's owner and the neighbour who borrows it.
+    let batches = cw
+        .sql(
+            "SELECT max(person_id) FROM truth_identifiers WHERE shared \
+             GROUP BY id_value ORDER BY 1 LIMIT 1",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let borrower = strings(&batches, 0)[0].clone().expect("a lent device");
+    let chunk: usize = borrower[1..].parse().unwrap();
+    let cs = generated(split.path(), 300, 7, chunk).await;
+    for table in DEMO_TABLES
+        .iter()
+        .chain(&["truth_identifiers", "truth_people"])
+    {
+        assert_eq!(
+            dump(&cw, table, "").await,
+            dump(&cs, table, "").await,
+            "{table} differs when people are simulated {chunk} at a time"
+        );
+    }
+    let files = |dir: &Path| {
+        std::fs::read_dir(dir.join("parquet/orders"))
+            .unwrap()
+            .count()
+    };
+    assert!(files(split.path()) > files(whole.path()));
 }
 
 /// Union-find over identifier keys, enough to check the truth.

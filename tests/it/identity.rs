@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use arrow::array::{Array, AsArray};
-use c360::generate::{generate, GenerateOptions, LakeFormat};
+use c360::generate::{generate, GenerateOptions, LakeFormat, PEOPLE_PER_CHUNK};
 use c360::identity::{self, IdentityGraph};
 use c360::project::Project;
 use datafusion::prelude::SessionContext;
@@ -130,6 +130,7 @@ async fn canonical_ids_are_stable_across_runs() {
             out: dir.path().to_path_buf(),
             seed: 11,
             format: LakeFormat::Parquet,
+            chunk: PEOPLE_PER_CHUNK,
         };
         generate(&opts).await.unwrap();
     }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use c360::generate::{generate, GenerateOptions, LakeFormat};
+use c360::generate::{generate, GenerateOptions, LakeFormat, PEOPLE_PER_CHUNK};
 use c360::incremental::STATE_FILE;
 use c360::output::TableFormat;
 use c360::project::Project;
@@ -35,6 +35,7 @@ impl GrowingLake {
             out: source.clone(),
             seed: 11,
             format: LakeFormat::Both,
+            chunk: PEOPLE_PER_CHUNK,
         })
         .await
         .unwrap();
