@@ -1531,17 +1531,13 @@ pub async fn run(
     out: &std::path::Path,
 ) -> Result<IdentityGraph> {
     let previous = load_previous(ctx, &out.join("identity_graph.parquet")).await?;
-    let graph = build(ctx, project, previous.as_ref(), None).await?;
+    let graph = Arc::new(build(ctx, project, previous.as_ref(), None).await?);
     for (name, table) in graph.output_tables()? {
         let batches = ctx.read_table(table.clone())?.collect().await?;
         let path = out.join(format!("{name}.parquet"));
-        crate::materialize::write_parquet(
-            &path,
-            datafusion::catalog::TableProvider::schema(table.as_ref()),
-            &batches,
-        )?;
+        crate::materialize::write_parquet(&path, table.schema(), &batches)?;
     }
-    Ok(graph)
+    Ok(Arc::into_inner(graph).expect("the graph's tables are dropped"))
 }
 
 impl IdentityGraph {

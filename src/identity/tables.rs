@@ -1,14 +1,21 @@
 //! The identity graph as tables any query can read, and `why_merged(...)`, the table
 //! function that answers "why are these two one person?".
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, ListBuilder, StringBuilder};
-use arrow::datatypes::{DataType, Field};
+use arrow::array::{
+    ArrayRef, BooleanArray, Int64Array, ListBuilder, RecordBatch, StringBuilder, UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{plan_err, Result as DFResult, ScalarValue};
 use datafusion::datasource::MemTable;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::SessionContext;
 
 use super::{Change, Edge, IdentityGraph};
@@ -19,6 +26,14 @@ use crate::materialize::{batch, strings, utc_micros, utc_micros_field as ts_fiel
 /// Times held as `i64::MAX`/`MIN` (never seen) become NULL.
 fn times(v: impl Iterator<Item = i64>) -> ArrayRef {
     utc_micros(v.map(|t| (t != i64::MAX && t != i64::MIN).then_some(t)))
+}
+
+fn string_list_field(name: &str, nullable: bool) -> Field {
+    Field::new(
+        name,
+        DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+        nullable,
+    )
 }
 
 fn string_lists<S: AsRef<str>, R: IntoIterator<Item = S>>(
@@ -37,15 +52,81 @@ fn string_lists<S: AsRef<str>, R: IntoIterator<Item = S>>(
 /// Rows per batch of the graph's tables: plans over them spread batches across cores.
 const BATCH_ROWS: usize = 64 * 1024;
 
-/// One partition, so scans keep the table's order, in batches of [`BATCH_ROWS`] (slices
-/// of one batch, no copy).
-fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<Arc<MemTable>> {
+type Columns = dyn Fn(Range<usize>) -> Vec<ArrayRef> + Send + Sync;
+
+/// A table of `rows` rows whose columns are made from the graph [`BATCH_ROWS`] at a time.
+/// Made as they are scanned, the graph's tables do not hold its text several times over
+/// (a gigabyte per million people).
+struct Generated {
+    schema: SchemaRef,
+    rows: usize,
+    columns: Arc<Columns>,
+}
+
+impl std::fmt::Debug for Generated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Generated({} rows)", self.rows)
+    }
+}
+
+impl Generated {
+    fn new(
+        fields: Vec<Field>,
+        rows: usize,
+        columns: impl Fn(Range<usize>) -> Vec<ArrayRef> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            schema: Arc::new(Schema::new(fields)),
+            rows,
+            columns: Arc::new(columns),
+        }
+    }
+
+    fn batches(&self) -> impl Iterator<Item = Result<RecordBatch>> + 'static {
+        let (schema, rows, columns) = (self.schema.clone(), self.rows, self.columns.clone());
+        (0..rows).step_by(BATCH_ROWS).map(move |start| {
+            let columns = columns(start..(start + BATCH_ROWS).min(rows));
+            Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        })
+    }
+
+    /// Made as it is scanned; one partition, so scans keep the table's order.
+    fn streamed(self) -> Result<Arc<dyn TableProvider>> {
+        let schema = self.schema.clone();
+        Ok(Arc::new(StreamingTable::try_new(
+            schema,
+            vec![Arc::new(self)],
+        )?))
+    }
+
+    /// Made once and held: joins get its size to plan with.
+    fn held(self) -> Result<Arc<dyn TableProvider>> {
+        let batches = self.batches().collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(MemTable::try_new(self.schema, vec![batches])?))
+    }
+}
+
+impl PartitionStream for Generated {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let batches = self.batches().map(|b| b.map_err(Into::into));
+        Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            futures::stream::iter(batches),
+        ))
+    }
+}
+
+/// A small table held whole.
+fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<Arc<dyn TableProvider>> {
     let batch = batch(fields, columns)?;
-    let batches = (0..batch.num_rows().max(1))
-        .step_by(BATCH_ROWS)
-        .map(|start| batch.slice(start, BATCH_ROWS.min(batch.num_rows() - start)))
-        .collect();
-    Ok(Arc::new(MemTable::try_new(batch.schema(), vec![batches])?))
+    Ok(Arc::new(MemTable::try_new(
+        batch.schema(),
+        vec![vec![batch]],
+    )?))
 }
 
 /// The graph's tables a run publishes, in [`IdentityGraph::output_tables`] order.
@@ -58,116 +139,129 @@ pub const OUTPUT_TABLES: [&str; 4] = [
 
 impl IdentityGraph {
     /// `identity_graph`: one row per identifier.
-    pub fn graph_table(&self) -> Result<Arc<MemTable>> {
-        let n = self.len();
-        let canonical = (0..n).map(|i| Some(self.canonical[self.component[i] as usize].0.as_str()));
-        let sources = self.sources.iter().map(|&bits| {
-            self.inputs
-                .iter()
-                .enumerate()
-                .filter(move |(i, _)| bits & (1 << i) != 0)
-                .map(|(_, name)| name)
-        });
-        table(
+    fn graph_table(self: &Arc<Self>) -> Result<Arc<dyn TableProvider>> {
+        let g = self.clone();
+        Generated::new(
             vec![
                 Field::new("id_type", DataType::Utf8, false),
                 Field::new("id_value", DataType::Utf8, false),
                 Field::new("canonical_id", DataType::Utf8, false),
                 ts_field("first_seen", true),
                 ts_field("last_seen", true),
-                Field::new(
-                    "sources",
-                    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-                    false,
-                ),
+                string_list_field("sources", false),
             ],
-            vec![
-                strings(
-                    self.node_type
+            self.len(),
+            move |r| {
+                let sources = g.sources[r.clone()].iter().map(|&bits| {
+                    g.inputs
                         .iter()
-                        .map(|&t| Some(self.types[t as usize].as_str())),
-                ),
-                strings(self.node_value.iter().map(|v| Some(v.as_ref()))),
-                strings(canonical),
-                times(self.first_seen.iter().copied()),
-                times(self.last_seen.iter().copied()),
-                string_lists(sources),
-            ],
+                        .enumerate()
+                        .filter(move |(i, _)| bits & (1 << i) != 0)
+                        .map(|(_, name)| name)
+                });
+                vec![
+                    strings(
+                        g.node_type[r.clone()]
+                            .iter()
+                            .map(|&t| Some(g.types[t as usize].as_str())),
+                    ),
+                    strings(g.node_value[r.clone()].iter().map(|v| Some(v.as_ref()))),
+                    strings(
+                        g.component[r.clone()]
+                            .iter()
+                            .map(|&c| Some(g.canonical[c as usize].0.as_str())),
+                    ),
+                    times(g.first_seen[r.clone()].iter().copied()),
+                    times(g.last_seen[r].iter().copied()),
+                    string_lists(sources),
+                ]
+            },
         )
+        .streamed()
     }
 
     /// `identity_people`: one row per person in canonical id order, every identifier
     /// grouped by type and sorted (NULL where the person has none of that type), and when
     /// any of them was first and last seen.
-    pub fn people_table(&self) -> Result<Arc<MemTable>> {
+    fn people_table(self: &Arc<Self>) -> Result<Arc<dyn TableProvider>> {
         let people = self.canonical.len();
-        // Nodes grouped by component, each group later sorted by (type, value): no string
-        // is copied until it lands in its list.
+        // Nodes grouped by component and sorted by (type, value): no string is copied
+        // until it lands in its list.
         let (start, mut members) = super::canonical::by_component(&self.component, people);
-        let mut order: Vec<usize> = (0..people).collect();
-        order.sort_unstable_by(|&a, &b| self.canonical[a].0.cmp(&self.canonical[b].0));
-
-        let mut lists: Vec<ListBuilder<StringBuilder>> = self
-            .types
-            .iter()
-            .map(|_| ListBuilder::new(StringBuilder::new()))
-            .collect();
-        let (mut first, mut last) = (Vec::with_capacity(people), Vec::with_capacity(people));
-        for &c in &order {
-            let nodes = &mut members[start[c]..start[c + 1]];
-            nodes.sort_unstable_by(|&a, &b| {
+        for c in 0..people {
+            members[start[c]..start[c + 1]].sort_unstable_by(|&a, &b| {
                 let key = |n: u32| (self.node_type[n as usize], &self.node_value[n as usize]);
                 key(a).cmp(&key(b))
             });
-            let mut k = 0;
-            for (t, list) in lists.iter_mut().enumerate() {
-                let begin = k;
-                while k < nodes.len() && self.node_type[nodes[k] as usize] as usize == t {
-                    list.values()
-                        .append_value(&self.node_value[nodes[k] as usize]);
-                    k += 1;
-                }
-                list.append(k > begin);
-            }
-            let (f, l) = nodes.iter().fold((i64::MAX, i64::MIN), |(f, l), &n| {
-                (
-                    f.min(self.first_seen[n as usize]),
-                    l.max(self.last_seen[n as usize]),
-                )
-            });
-            first.push(f);
-            last.push(l);
         }
+        let mut order: Vec<u32> = (0..people as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            self.canonical[a as usize]
+                .0
+                .cmp(&self.canonical[b as usize].0)
+        });
 
-        let mut fields = vec![Field::new("c360_id", DataType::Utf8, false)];
-        let mut columns = vec![strings(
-            order.iter().map(|&c| Some(self.canonical[c].0.as_str())),
-        )];
-        // What person_key() gives: the run joins on this number, not the text.
-        fields.push(Field::new("c360_person", DataType::UInt32, false));
-        columns.push(Arc::new(
-            order
+        let mut fields = vec![
+            Field::new("c360_id", DataType::Utf8, false),
+            // What person_key() gives: the run joins on this number, not the text.
+            Field::new("c360_person", DataType::UInt32, false),
+        ];
+        fields.extend(
+            self.types
                 .iter()
-                .map(|&c| c as u32)
-                .collect::<arrow::array::UInt32Array>(),
-        ));
-        for (t, mut list) in self.types.iter().zip(lists) {
-            let list: ArrayRef = Arc::new(list.finish());
-            fields.push(Field::new(
-                id_list_column(t),
-                list.data_type().clone(),
-                true,
-            ));
-            columns.push(list);
-        }
+                .map(|t| string_list_field(&id_list_column(t), true)),
+        );
         fields.extend([ts_field("first_seen", true), ts_field("last_seen", true)]);
-        columns.push(times(first.into_iter()));
-        columns.push(times(last.into_iter()));
-        table(fields, columns)
+        let g = self.clone();
+        Generated::new(fields, people, move |r| {
+            let order = &order[r];
+            let mut lists: Vec<ListBuilder<StringBuilder>> = g
+                .types
+                .iter()
+                .map(|_| ListBuilder::new(StringBuilder::new()))
+                .collect();
+            let (mut first, mut last) = (
+                Vec::with_capacity(order.len()),
+                Vec::with_capacity(order.len()),
+            );
+            for &c in order {
+                let nodes = &members[start[c as usize]..start[c as usize + 1]];
+                let mut k = 0;
+                for (t, list) in lists.iter_mut().enumerate() {
+                    let begin = k;
+                    while k < nodes.len() && g.node_type[nodes[k] as usize] as usize == t {
+                        list.values().append_value(&g.node_value[nodes[k] as usize]);
+                        k += 1;
+                    }
+                    list.append(k > begin);
+                }
+                let (f, l) = nodes.iter().fold((i64::MAX, i64::MIN), |(f, l), &n| {
+                    (
+                        f.min(g.first_seen[n as usize]),
+                        l.max(g.last_seen[n as usize]),
+                    )
+                });
+                first.push(f);
+                last.push(l);
+            }
+            let mut columns = vec![
+                strings(
+                    order
+                        .iter()
+                        .map(|&c| Some(g.canonical[c as usize].0.as_str())),
+                ),
+                Arc::new(UInt32Array::from(order.to_vec())) as ArrayRef,
+            ];
+            columns.extend(lists.iter_mut().map(|l| Arc::new(l.finish()) as ArrayRef));
+            columns.push(times(first.into_iter()));
+            columns.push(times(last.into_iter()));
+            columns
+        })
+        .held()
     }
 
     /// `identity_quarantine`: what was kept out of stitching, and the rule it broke.
-    pub fn quarantine_table(&self) -> Result<Arc<MemTable>> {
+    fn quarantine_table(self: &Arc<Self>) -> Result<Arc<dyn TableProvider>> {
         let q = &self.quarantine;
         table(
             vec![
@@ -221,22 +315,26 @@ impl IdentityGraph {
     }
 
     /// `identity_edges`: every link, with where and when it was seen and whether it stitched.
-    pub fn edges_table(&self) -> Result<Arc<MemTable>> {
-        let edges: Vec<&Edge> = self.edges.iter().collect();
+    fn edges_table(self: &Arc<Self>) -> Result<Arc<dyn TableProvider>> {
         let mut fields = Self::edge_fields();
         fields.push(Field::new("accepted", DataType::Boolean, false));
-        let mut columns = self.edge_columns(&edges);
-        columns.push(Arc::new(
-            edges
-                .iter()
-                .map(|e| Some(e.accepted))
-                .collect::<BooleanArray>(),
-        ));
-        table(fields, columns)
+        let g = self.clone();
+        Generated::new(fields, self.edges.len(), move |r| {
+            let edges: Vec<&Edge> = g.edges[r].iter().collect();
+            let mut columns = g.edge_columns(&edges);
+            columns.push(Arc::new(
+                edges
+                    .iter()
+                    .map(|e| Some(e.accepted))
+                    .collect::<BooleanArray>(),
+            ));
+            columns
+        })
+        .streamed()
     }
 
     /// `identity_changes`: per canonical id, what happened since the previous graph.
-    pub fn changes_table(&self) -> Result<Arc<MemTable>> {
+    fn changes_table(self: &Arc<Self>) -> Result<Arc<dyn TableProvider>> {
         let mut sizes = vec![0i64; self.canonical.len()];
         for &c in &self.component {
             sizes[c as usize] += 1;
@@ -253,28 +351,34 @@ impl IdentityGraph {
                 _ => &[],
             }
         }
-        table(
+        let g = self.clone();
+        Generated::new(
             vec![
                 Field::new("canonical_id", DataType::Utf8, false),
                 Field::new("change", DataType::Utf8, false),
-                Field::new(
-                    "previous_ids",
-                    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-                    false,
-                ),
+                string_list_field("previous_ids", false),
                 Field::new("identifiers", DataType::Int64, false),
             ],
-            vec![
-                strings(self.canonical.iter().map(|(id, _)| Some(id.as_str()))),
-                strings(self.canonical.iter().map(|(_, c)| Some(kind(c)))),
-                string_lists(self.canonical.iter().map(|(_, c)| previous(c))),
-                Arc::new(Int64Array::from(sizes)),
-            ],
+            self.canonical.len(),
+            move |r| {
+                let canonical = &g.canonical[r.clone()];
+                vec![
+                    strings(canonical.iter().map(|(id, _)| Some(id.as_str()))),
+                    strings(canonical.iter().map(|(_, c)| Some(kind(c)))),
+                    string_lists(canonical.iter().map(|(_, c)| previous(c))),
+                    Arc::new(Int64Array::from(sizes[r].to_vec())),
+                ]
+            },
         )
+        .streamed()
     }
 
     /// The path joining two identifiers as a table: one row per edge, in order.
-    pub fn why_merged_table(&self, a: (&str, &str), b: (&str, &str)) -> Result<Arc<MemTable>> {
+    pub fn why_merged_table(
+        &self,
+        a: (&str, &str),
+        b: (&str, &str),
+    ) -> Result<Arc<dyn TableProvider>> {
         let path = self.why_merged(a, b).unwrap_or_default();
         let mut fields = vec![Field::new("step", DataType::Int64, false)];
         fields.extend(Self::edge_fields());
@@ -355,42 +459,21 @@ impl TableFunctionImpl for WhyMerged {
 
 impl IdentityGraph {
     /// Every output table, by name.
-    pub fn output_tables(&self) -> Result<Vec<(&'static str, Arc<MemTable>)>> {
-        self.built(false)
-    }
-
-    /// The output tables, and `identity_people` if `people`, built side by side: each is
-    /// one pass over millions of identifiers or links.
-    fn built(&self, people: bool) -> Result<Vec<(&'static str, Arc<MemTable>)>> {
-        type Build = fn(&IdentityGraph) -> Result<Arc<MemTable>>;
-        // In OUTPUT_TABLES order, then identity_people.
-        let builds: [Build; 5] = [
-            Self::graph_table,
-            Self::quarantine_table,
-            Self::edges_table,
-            Self::changes_table,
-            Self::people_table,
-        ];
-        let names = OUTPUT_TABLES
-            .into_iter()
-            .chain(people.then_some("identity_people"));
-        std::thread::scope(|s| {
-            let handles: Vec<_> = names
-                .zip(builds)
-                .map(|(name, build)| (name, s.spawn(move || build(self))))
-                .collect();
-            handles
-                .into_iter()
-                .map(|(name, h)| Ok((name, h.join().expect("table builder panicked")?)))
-                .collect()
-        })
+    pub fn output_tables(self: &Arc<Self>) -> Result<Vec<(&'static str, Arc<dyn TableProvider>)>> {
+        Ok(vec![
+            (OUTPUT_TABLES[0], self.graph_table()?),
+            (OUTPUT_TABLES[1], self.quarantine_table()?),
+            (OUTPUT_TABLES[2], self.edges_table()?),
+            (OUTPUT_TABLES[3], self.changes_table()?),
+        ])
     }
 }
 
 pub(super) fn register(ctx: &SessionContext, graph: Arc<IdentityGraph>) -> Result<()> {
-    for (name, table) in graph.built(true)? {
+    for (name, table) in graph.output_tables()? {
         ctx.register_table(name, table)?;
     }
+    ctx.register_table("identity_people", graph.people_table()?)?;
     ctx.register_udf(super::lookup::udf(graph.clone()));
     ctx.register_udf(super::lookup::key_udf(graph.clone()));
     ctx.register_udtf("why_merged", Arc::new(WhyMerged(graph)));
