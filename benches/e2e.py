@@ -1,12 +1,15 @@
 """End-to-end benchmark: `c360 run` against the same customer 360 in DuckDB, on one lake.
 
     cargo build --release
-    python benches/e2e.py --customers 100000          # 1000000; 10000000 when asked
+    python benches/e2e.py --customers 100000          # 1000000
+    python benches/e2e.py --customers 10000000 --engines c360 --memory-limit 12G
 
 Generates the lake with `c360 generate --format parquet` (kept between runs), runs the
 release `c360 run` and `benches/duckdb_c360.py` each under `/usr/bin/time -v`, checks the
 two agree (the same partition of identifiers into people, the same feature values), and
 prints wall time, peak RSS and their ratios, per phase where both report phases.
+`--engines c360` runs c360 alone (a 10M lake takes 15 GB of disk, and each engine's output
+and spill files several more); `--memory-limit` is passed to `c360 run`.
 Needs the Python packages of scripts/requirements-test.txt (duckdb).
 """
 
@@ -115,7 +118,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--customers", type=int, default=100_000)
     ap.add_argument("--dir", default="/tmp/c360-bench", help="where lakes and outputs go")
+    ap.add_argument("--engines", default="c360,duckdb", help="c360,duckdb or c360")
+    ap.add_argument("--memory-limit", help="passed to c360 run, e.g. 12G")
     args = ap.parse_args()
+    engines = set(args.engines.split(","))
+    if not engines <= {"c360", "duckdb"} or "c360" not in engines:
+        sys.exit("--engines: c360,duckdb or c360")
     c360 = c360_binary()
     base = Path(args.dir)
     lake = base / f"lake-{args.customers}"
@@ -134,13 +142,22 @@ def main():
     (work / "duckdb").mkdir(exist_ok=True)
     results = {"customers": args.customers, "as_of": AS_OF, "cores": os.cpu_count()}
 
+    limit = ["--memory-limit", args.memory_limit] if args.memory_limit else []
     wall, rss, out, err = timed(
-        [c360, "run", "--project", str(lake / "c360.toml"), "--as-of", AS_OF, "--output", str(work / "c360")],
+        [c360, "run", "--project", str(lake / "c360.toml"), "--as-of", AS_OF, "--output", str(work / "c360")]
+        + limit,
         work,
         "c360",
     )
     results["c360"] = {"wall_s": round(wall, 2), "peak_rss_gib": round(rss / 2**30, 2), **c360_phases(err)}
+    rows = int(re.search(r"from (\d+) rows", out).group(1))
+    results["c360"]["input_rows"] = rows
+    results["c360"]["us_per_row"] = round(wall / rows * 1e6, 3)
     print(out.strip(), flush=True)
+    if "duckdb" not in engines:
+        (work / "results.json").write_text(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2))
+        return
 
     wall, rss, out, _ = timed(
         [sys.executable, str(ROOT / "benches" / "duckdb_c360.py"), str(lake), str(work / "duckdb"), AS_OF],

@@ -223,18 +223,16 @@ impl FeaturePlan {
 
         // Features join onto the bare person keys, and the people's identifier lists join
         // last: every join copies the columns it carries, and the lists are the widest.
-        // The one-row defaults come first: a cross join holds its left side in memory.
         let mut select = vec!["people.*".to_string()];
-        let mut from: String = crosses
-            .iter()
-            .map(|cte| format!("{cte} CROSS JOIN "))
-            .collect();
-        from.push_str("(SELECT c360_person FROM people) AS persons");
+        let mut from = "(SELECT c360_person FROM people) AS persons".to_string();
         for (cte, columns) in &joins {
             select.extend(columns.iter().cloned());
             from.push_str(&format!(
                 "\n  LEFT JOIN {cte} ON {cte}.c360_person = persons.c360_person"
             ));
+        }
+        for cte in &crosses {
+            from.push_str(&format!("\n  CROSS JOIN {cte}"));
         }
         from.push_str("\n  JOIN people ON people.c360_person = persons.c360_person");
         ctes.push((
