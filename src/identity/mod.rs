@@ -14,6 +14,7 @@ pub mod config;
 mod hashed;
 mod lookup;
 mod tables;
+mod texts;
 
 use std::collections::VecDeque;
 
@@ -40,6 +41,7 @@ use config::Blocklist;
 pub use config::IdentityConfig;
 use hashed::{Key, KeyHasher, KeyTable, SlotKey};
 pub use tables::OUTPUT_TABLES;
+use texts::Texts;
 
 use crate::error::{Error, Result};
 use crate::project::Project;
@@ -138,7 +140,7 @@ pub struct IdentityGraph {
     pub types: Vec<String>,
     pub inputs: Vec<String>,
     node_type: Vec<u16>,
-    node_value: Vec<Box<str>>,
+    node_value: Texts,
     first_seen: Vec<i64>,
     last_seen: Vec<i64>,
     /// Bit i set: seen in input i.
@@ -302,10 +304,7 @@ impl IdentityGraph {
         }
         let n = match self.index[t as usize].get(key) {
             Some(&(n, _)) => {
-                debug_assert_eq!(
-                    &*self.node_value[n as usize], value,
-                    "128-bit key collision"
-                );
+                debug_assert_eq!(&self.node_value[n as usize], value, "128-bit key collision");
                 n
             }
             None => {
@@ -313,7 +312,7 @@ impl IdentityGraph {
                 self.index[t as usize].insert(key, (n, u32::MAX));
                 self.text_bytes += value.len();
                 self.node_type.push(t);
-                self.node_value.push(value.into());
+                self.node_value.push(value);
                 self.first_seen.push(i64::MAX);
                 self.last_seen.push(i64::MIN);
                 self.sources.push(0);
@@ -1606,7 +1605,7 @@ mod tests {
         let n = 400;
         for i in 0..n {
             g.node_type.push(rng.random_range(0..3));
-            g.node_value.push(format!("v{i}").into());
+            g.node_value.push(&format!("v{i}"));
         }
         for _ in 0..450 {
             let (a, b) = (rng.random_range(0..n), rng.random_range(0..n));
@@ -1703,7 +1702,9 @@ mod tests {
                 assert_eq!(hub, expected, "seed {seed}, at most {m}");
                 assert!(hub.contains(&true), "seed {seed}, at most {m}");
                 for q in &g.quarantine {
-                    let node = g.node_value.iter().position(|v| **v == q.value).unwrap();
+                    let node = (0..g.len())
+                        .position(|n| g.node_value[n] == q.value)
+                        .unwrap();
                     let count = neighbours[node].len();
                     assert_eq!(
                         q.rule,

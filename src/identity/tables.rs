@@ -165,7 +165,7 @@ impl IdentityGraph {
                             .iter()
                             .map(|&t| Some(g.types[t as usize].as_str())),
                     ),
-                    strings(g.node_value[r.clone()].iter().map(|v| Some(v.as_ref()))),
+                    strings(g.node_value.range(r.clone()).map(Some)),
                     strings(
                         g.component[r.clone()]
                             .iter()
