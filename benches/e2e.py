@@ -9,7 +9,8 @@ release `c360 run` and `benches/duckdb_c360.py` each under `/usr/bin/time -v`, c
 two agree (the same partition of identifiers into people, the same feature values), and
 prints wall time, peak RSS and their ratios, per phase where both report phases.
 `--engines c360` runs c360 alone (a 10M lake takes 15 GB of disk, and each engine's output
-and spill files several more); `--memory-limit` is passed to `c360 run`.
+and spill files several more) and checks its partition against the generator's truth;
+`--memory-limit` is passed to `c360 run`.
 Needs the Python packages of scripts/requirements-test.txt (duckdb).
 """
 
@@ -114,6 +115,33 @@ def compare(work):
     }
 
 
+def against_truth(lake, out):
+    """c360's partition of identifiers against the generator's truth: every identifier of a
+    person (not junk, not a shared device) in the graph, each person one canonical id."""
+    import duckdb
+
+    con = duckdb.connect(config={"memory_limit": "8GB"})
+    con.execute(
+        f"""CREATE TABLE j AS SELECT g.canonical_id, t.person_id
+            FROM '{lake}/truth/identifiers.parquet' t
+            LEFT JOIN '{out}/identity_graph.parquet' g USING (id_type, id_value)
+            WHERE NOT t.junk AND NOT t.shared"""
+    )
+    one = lambda sql: con.execute(sql).fetchone()[0]
+    return {
+        "truth_identifiers": one("SELECT count(*) FROM j"),
+        "missing_from_graph": one("SELECT count(*) FROM j WHERE canonical_id IS NULL"),
+        "people": one("SELECT count(DISTINCT person_id) FROM j"),
+        "canonical_ids_joining_people": one(
+            """SELECT count(*) FROM (SELECT canonical_id FROM j WHERE canonical_id IS NOT NULL
+               GROUP BY 1 HAVING count(DISTINCT person_id) > 1)"""
+        ),
+        "people_split": one(
+            "SELECT count(*) FROM (SELECT person_id FROM j GROUP BY 1 HAVING count(DISTINCT canonical_id) > 1)"
+        ),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--customers", type=int, default=100_000)
@@ -155,6 +183,7 @@ def main():
     results["c360"]["us_per_row"] = round(wall / rows * 1e6, 3)
     print(out.strip(), flush=True)
     if "duckdb" not in engines:
+        results["truth"] = against_truth(lake, work / "c360")
         (work / "results.json").write_text(json.dumps(results, indent=2))
         print(json.dumps(results, indent=2))
         return
