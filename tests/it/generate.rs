@@ -52,6 +52,20 @@ async fn dump(ctx: &SessionContext, table: &str, filter: &str) -> String {
     pretty_format_batches(&batches).unwrap().to_string()
 }
 
+/// Every table and the truth hold the same rows in both lakes.
+async fn assert_same_lake(a: &SessionContext, b: &SessionContext, how: &str) {
+    for table in DEMO_TABLES
+        .iter()
+        .chain(&["truth_identifiers", "truth_people"])
+    {
+        assert_eq!(
+            dump(a, table, "").await,
+            dump(b, table, "").await,
+            "{table} differs {how}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn same_seed_same_lake_and_people_do_not_depend_on_population() {
     let (a, b, c) = (
@@ -64,16 +78,7 @@ async fn same_seed_same_lake_and_people_do_not_depend_on_population() {
         generated(b.path(), 40, 7, PEOPLE_PER_CHUNK).await,
         generated(c.path(), 60, 7, PEOPLE_PER_CHUNK).await,
     );
-    for table in DEMO_TABLES
-        .iter()
-        .chain(&["truth_identifiers", "truth_people"])
-    {
-        assert_eq!(
-            dump(&ca, table, "").await,
-            dump(&cb, table, "").await,
-            "{table} differs between runs"
-        );
-    }
+    assert_same_lake(&ca, &cb, "between runs").await;
     let first = "WHERE person_id < 'p0000040'";
     assert_eq!(
         dump(&ca, "truth_people", first).await,
@@ -106,16 +111,8 @@ async fn chunks_change_files_not_rows() {
     let borrower = strings(&batches, 0)[0].clone().expect("a lent device");
     let chunk: usize = borrower[1..].parse().unwrap();
     let cs = generated(split.path(), 300, 7, chunk).await;
-    for table in DEMO_TABLES
-        .iter()
-        .chain(&["truth_identifiers", "truth_people"])
-    {
-        assert_eq!(
-            dump(&cw, table, "").await,
-            dump(&cs, table, "").await,
-            "{table} differs when people are simulated {chunk} at a time"
-        );
-    }
+    let how = format!("when people are simulated {chunk} at a time");
+    assert_same_lake(&cw, &cs, &how).await;
     let files = |dir: &Path| {
         std::fs::read_dir(dir.join("parquet/orders"))
             .unwrap()
