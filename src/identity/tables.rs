@@ -479,3 +479,55 @@ pub(super) fn register(ctx: &SessionContext, graph: Arc<IdentityGraph>) -> Resul
     ctx.register_udtf("why_merged", Arc::new(WhyMerged(graph)));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, UInt64Array};
+    use arrow::datatypes::UInt64Type;
+
+    /// A table of row numbers, made batch by batch.
+    fn numbers(rows: usize) -> Generated {
+        Generated::new(vec![Field::new("n", DataType::UInt64, false)], rows, |r| {
+            vec![Arc::new(UInt64Array::from_iter_values(r.map(|i| i as u64))) as ArrayRef]
+        })
+    }
+
+    #[tokio::test]
+    async fn made_batch_by_batch_every_row_once_in_order() {
+        for rows in [
+            0,
+            1,
+            BATCH_ROWS - 1,
+            BATCH_ROWS,
+            BATCH_ROWS + 1,
+            3 * BATCH_ROWS - 5,
+        ] {
+            let batches: Vec<RecordBatch> = numbers(rows).batches().collect::<Result<_>>().unwrap();
+            assert!(batches.iter().all(|b| b.num_rows() <= BATCH_ROWS));
+            assert_eq!(batches.len(), rows.div_ceil(BATCH_ROWS));
+            let values: Vec<u64> = batches
+                .iter()
+                .flat_map(|b| b.column(0).as_primitive::<UInt64Type>().values().to_vec())
+                .collect();
+            assert_eq!(values, (0..rows as u64).collect::<Vec<_>>(), "{rows} rows");
+
+            // Through SQL, scanned twice in one query.
+            let ctx = SessionContext::new();
+            ctx.register_table("t", numbers(rows).streamed().unwrap())
+                .unwrap();
+            let out = ctx
+                .sql("SELECT count(*) FROM t a JOIN t b ON a.n = b.n")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let count = out[0]
+                .column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0);
+            assert_eq!(count as usize, rows);
+        }
+    }
+}
