@@ -1532,9 +1532,14 @@ pub async fn run(
     let previous = load_previous(ctx, &out.join("identity_graph.parquet")).await?;
     let graph = Arc::new(build(ctx, project, previous.as_ref(), None).await?);
     for (name, table) in graph.output_tables()? {
-        let batches = ctx.read_table(table.clone())?.collect().await?;
+        // Batch by batch: the tables are made from the graph as they are read.
         let path = out.join(format!("{name}.parquet"));
-        crate::materialize::write_parquet(&path, table.schema(), &batches)?;
+        let mut file = crate::materialize::ParquetFile::create(&path, table.schema())?;
+        let mut batches = ctx.read_table(table)?.execute_stream().await?;
+        while let Some(batch) = batches.next().await {
+            file.write(&batch?)?;
+        }
+        file.publish()?;
     }
     Ok(Arc::into_inner(graph).expect("the graph's tables are dropped"))
 }
