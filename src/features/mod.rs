@@ -22,6 +22,7 @@
 //! from = ["crm_contacts.first_name", "identifies.first_name"]
 //! ```
 
+mod dense;
 mod plan;
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +30,9 @@ use std::collections::{HashMap, HashSet};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use dense::{
+    install as install_person_aggregate, PersonAggregate, PersonAggregateExec, PERSON_COLUMN,
+};
 pub use plan::{FeaturePlan, Step};
 
 use crate::error::{Error, Result};

@@ -476,6 +476,7 @@ pub(super) fn register(ctx: &SessionContext, graph: Arc<IdentityGraph>) -> Resul
     ctx.register_table("identity_people", graph.people_table()?)?;
     ctx.register_udf(super::lookup::udf(graph.clone()));
     ctx.register_udf(super::lookup::key_udf(graph.clone()));
+    crate::features::install_person_aggregate(ctx, graph.components());
     ctx.register_udtf("why_merged", Arc::new(WhyMerged(graph)));
     Ok(())
 }
