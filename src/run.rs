@@ -267,8 +267,9 @@ async fn leased(
     }
     ctx.sql(&format!("SET c360.reference_time = '{}'", rfc3339(as_of)))
         .await?;
-    // Features group rows by person: so many groups that pre-aggregating each partition
-    // rarely pays for merging its states (11% of the run at 1M people when it did).
+    // Features group rows by person, which PersonAggregateExec does without hashing; an
+    // aggregate it cannot take (ordered or DISTINCT) falls to DataFusion's hash
+    // aggregation, where so many groups make pre-aggregating a partition rarely pay.
     ctx.sql("SET datafusion.execution.skip_partial_aggregation_probe_ratio_threshold = 0.1")
         .await?;
 
