@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, TimeUnit};
 use clap::ValueEnum;
+use datafusion::physical_plan::common::spawn_buffered;
 use datafusion::prelude::{cast, ident, DataFrame};
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
@@ -497,7 +498,10 @@ impl Output {
                 let sink = BufWriter::new(self.store.clone(), path);
                 let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(props))?;
                 let mut rows = 0u64;
-                let mut stream = df.execute_stream().await?;
+                // The query runs on a task of its own, a couple of batches ahead: encoding
+                // here would otherwise hold up the query's last stages, which run in the
+                // task that polls them, and the tables written beside it.
+                let mut stream = spawn_buffered(df.execute_stream().await?, 2);
                 while let Some(batch) = stream.next().await {
                     let batch = batch?;
                     rows += batch.num_rows() as u64;
