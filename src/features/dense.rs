@@ -28,13 +28,12 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PlanProperties,
 };
 use datafusion::prelude::SessionContext;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 /// The column by which stitched rows name their person.
 pub const PERSON_COLUMN: &str = "c360_person";
@@ -262,15 +261,18 @@ async fn aggregate(
     }
     let timer = metrics.elapsed_compute().timer();
     let groups = spec.groups();
-    let mut all = match parts.pop() {
-        Some(states) => states,
-        None => return internal_err!("PersonAggregateExec has no input partition"),
+    // A partition without rows never sized its states: it has nothing to merge.
+    parts.retain(|p| p.seen.contains(&true));
+    let Some(mut all) = parts.pop() else {
+        timer.done();
+        return Ok(vec![]);
     };
     let every: Vec<usize> = (0..groups).collect();
     for part in parts {
         for (into, mut from) in all.accumulators.iter_mut().zip(part.accumulators) {
             let state = from.state(EmitTo::All)?;
-            into.merge_batch(&state, &every, groups)?;
+            let len = state.first().map_or(0, |s| s.len());
+            into.merge_batch(&state, &every[..len], groups)?;
         }
         for (s, p) in all.seen.iter_mut().zip(part.seen) {
             *s |= p;
@@ -410,13 +412,7 @@ impl ExecutionPlan for PersonAggregateExec {
             context,
             metrics,
         );
-        let stream = futures::stream::once(fut)
-            .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
-            .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema(),
-            stream,
-        )))
+        Ok(c360_udfs::batches_when_done(self.schema(), fut))
     }
 
     fn statistics_from_inputs(
@@ -516,6 +512,47 @@ mod tests {
             "+-------------+---+---+",
         ];
         assert_eq!(text.lines().collect::<Vec<_>>(), expected);
+
+        // A partition without rows merges nothing; no rows at all, no groups.
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new(PERSON_COLUMN, DataType::UInt32, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(UInt32Array::from(vec![Some(2), None, Some(2)]))],
+        )?;
+        for (parts, expected) in [
+            (
+                vec![vec![batch.clone()], vec![]],
+                vec![(Some(2), 2), (None, 1)],
+            ),
+            (vec![vec![], vec![batch]], vec![(Some(2), 2), (None, 1)]),
+            (vec![vec![], vec![]], vec![]),
+        ] {
+            let table = datafusion::datasource::MemTable::try_new(schema.clone(), parts)?;
+            let ctx = SessionContext::new();
+            install(&ctx, 10);
+            ctx.register_table("parts", Arc::new(table))?;
+            let rows = ctx
+                .sql("SELECT c360_person, count(*) AS n FROM parts GROUP BY c360_person ORDER BY 1")
+                .await?
+                .collect()
+                .await?;
+            let mut got = vec![];
+            for b in &rows {
+                let (p, n) = (
+                    b.column(0).as_primitive::<UInt32Type>(),
+                    b.column(1).as_primitive::<arrow::datatypes::Int64Type>(),
+                );
+                for r in 0..b.num_rows() {
+                    got.push((
+                        arrow::array::Array::is_valid(p, r).then(|| p.value(r)),
+                        n.value(r),
+                    ));
+                }
+            }
+            assert_eq!(got, expected);
+        }
         Ok(())
     }
 }

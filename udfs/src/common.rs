@@ -213,3 +213,16 @@ impl Interner {
         self.values.iter().map(|v| v.len() + 16).sum::<usize>() + self.table.capacity() * 8
     }
 }
+
+/// A stream of the batches `batches` gives once it is done: for operators that must see
+/// all their input before they emit anything.
+pub fn batches_when_done(
+    schema: arrow::datatypes::SchemaRef,
+    batches: impl std::future::Future<Output = Result<Vec<arrow::array::RecordBatch>>> + Send + 'static,
+) -> datafusion::execution::SendableRecordBatchStream {
+    use futures::TryStreamExt;
+    let stream = futures::stream::once(batches)
+        .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+        .try_flatten();
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, stream))
+}

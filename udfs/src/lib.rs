@@ -9,7 +9,7 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 
 mod common;
-pub use common::{prefetch, AHEAD};
+pub use common::{batches_when_done, prefetch, AHEAD};
 pub mod connected_components;
 pub mod count_in_window;
 pub mod ids;
