@@ -261,7 +261,8 @@ async fn aggregate(
     }
     let timer = metrics.elapsed_compute().timer();
     let groups = spec.groups();
-    // A partition without rows never sized its states: it has nothing to merge.
+    // A partition without rows never sized its states, and has nothing to merge; every
+    // other one holds a state for each group.
     parts.retain(|p| p.seen.contains(&true));
     let Some(mut all) = parts.pop() else {
         timer.done();
@@ -270,9 +271,7 @@ async fn aggregate(
     let every: Vec<usize> = (0..groups).collect();
     for part in parts {
         for (into, mut from) in all.accumulators.iter_mut().zip(part.accumulators) {
-            let state = from.state(EmitTo::All)?;
-            let len = state.first().map_or(0, |s| s.len());
-            into.merge_batch(&state, &every[..len], groups)?;
+            into.merge_batch(&from.state(EmitTo::All)?, &every, groups)?;
         }
         for (s, p) in all.seen.iter_mut().zip(part.seen) {
             *s |= p;
