@@ -264,30 +264,51 @@ async fn aggregate(
     // A partition without rows never sized its states, and has nothing to merge; every
     // other one holds a state for each group.
     parts.retain(|p| p.seen.contains(&true));
-    let Some(mut all) = parts.pop() else {
+    if parts.is_empty() {
         timer.done();
         return Ok(vec![]);
-    };
-    let every: Vec<usize> = (0..groups).collect();
-    for part in parts {
-        for (into, mut from) in all.accumulators.iter_mut().zip(part.accumulators) {
-            into.merge_batch(&from.state(EmitTo::All)?, &every, groups)?;
-        }
-        for (s, p) in all.seen.iter_mut().zip(part.seen) {
+    }
+    let mut seen = vec![false; groups];
+    for part in &parts {
+        for (s, &p) in seen.iter_mut().zip(&part.seen) {
             *s |= p;
         }
-        let size = all.size();
-        all.reservation.resize(size);
     }
-    let seen = BooleanArray::from(std::mem::take(&mut all.seen));
+    let seen = Arc::new(BooleanArray::from(seen));
+    // Per aggregate, its state in each partition. The partitions' reservations stay held
+    // until every merged state is evaluated: a merge grows its target by at most the
+    // states merged into it.
+    let mut states: Vec<Vec<Box<dyn GroupsAccumulator>>> =
+        spec.aggregates.iter().map(|_| vec![]).collect();
+    let mut held = vec![];
+    for part in parts {
+        for (state, accumulator) in states.iter_mut().zip(part.accumulators) {
+            state.push(accumulator);
+        }
+        held.push(part.reservation);
+    }
+    // Each aggregate merges and evaluates on a thread of its own: for millions of people
+    // last_n and most_frequent take seconds each, which one core would do in turn.
+    let every: Arc<Vec<usize>> = Arc::new((0..groups).collect());
+    let tasks: Vec<_> = states
+        .into_iter()
+        .map(|partitions| {
+            let (seen, every) = (Arc::clone(&seen), Arc::clone(&every));
+            SpawnedTask::spawn_blocking(move || merged(partitions, &every, &seen))
+        })
+        .collect();
     let keys: UInt32Array = (0..groups)
         .map(|g| (g < spec.people).then_some(g as u32))
         .collect();
     let mut columns = vec![filter(&keys, &seen)?];
-    for accumulator in all.accumulators.iter_mut() {
-        columns.push(filter(&accumulator.evaluate(EmitTo::All)?, &seen)?);
+    for task in tasks {
+        columns.push(
+            task.join_unwind()
+                .await
+                .map_err(|e| datafusion::error::DataFusionError::ExecutionJoin(Box::new(e)))??,
+        );
     }
-    drop(all);
+    drop(held);
     let whole = RecordBatch::try_new(schema, columns)?;
     let size = context.session_config().batch_size().max(1);
     let batches = (0..whole.num_rows())
@@ -297,6 +318,20 @@ async fn aggregate(
     metrics.record_output(whole.num_rows());
     timer.done();
     Ok(batches)
+}
+
+/// One aggregate's partition states merged into the last one (the others in partition
+/// order, as ties may depend on it) and evaluated for the groups `seen`.
+fn merged(
+    mut partitions: Vec<Box<dyn GroupsAccumulator>>,
+    every: &[usize],
+    seen: &BooleanArray,
+) -> Result<ArrayRef> {
+    let mut all = partitions.pop().expect("a partition with rows");
+    for mut from in partitions {
+        all.merge_batch(&from.state(EmitTo::All)?, every, every.len())?;
+    }
+    Ok(filter(&all.evaluate(EmitTo::All)?, seen)?)
 }
 
 /// The aggregation [`PersonAggregate`] puts in place of a hash aggregation by person.

@@ -12,6 +12,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 pub use c360_udfs::ids::fresh_id;
+use c360_udfs::ids::{fresh_hash, hash_of_id, id_of_hash};
 
 /// One identifier of a new component, as the assignment needs it.
 #[derive(Debug, Clone)]
@@ -180,28 +181,29 @@ pub fn assign(components: &Components<'_>) -> Vec<(String, Change)> {
         }
     }
     // Step 3: fresh ids, earliest component first, so salts go the same way every time.
+    // Ids in use are held as the hashes they show: a million people cost no strings here.
     fresh.sort_unstable_by_key(|&c| firsts[c]);
-    let mut used: HashSet<String> = offers.keys().map(|s| s.to_string()).collect();
+    let mut used: HashSet<u64> = HashSet::with_capacity(offers.len() + fresh.len());
+    used.extend(offers.keys().filter_map(|id| hash_of_id(id)));
     for c in fresh {
         let (_, id_type, value) = firsts[c];
-        let mut salt = 0;
-        let id = loop {
-            let id = fresh_id(id_type, value, salt);
-            if used.insert(id.clone()) {
-                break id;
-            }
-            salt += 1;
+        let hash = (0..)
+            .map(|salt| fresh_hash(id_type, value, salt))
+            .find(|&h| used.insert(h))
+            .expect("some salt is free");
+        let previous_here: BTreeSet<&str> = match offers.is_empty() {
+            true => BTreeSet::new(),
+            false => components
+                .get(c)
+                .iter()
+                .filter_map(|m| m.previous.map(|p| p.0))
+                .collect(),
         };
-        let previous_here: BTreeSet<&str> = components
-            .get(c)
-            .iter()
-            .filter_map(|m| m.previous.map(|p| p.0))
-            .collect();
         let change = match previous_here.is_empty() {
             true => Change::Appeared,
             false => Change::SplitFrom(previous_here.iter().map(|s| s.to_string()).collect()),
         };
-        out[c] = Some((id, change));
+        out[c] = Some((id_of_hash(hash), change));
     }
     out.into_iter()
         .map(|named| named.expect("every component is named"))

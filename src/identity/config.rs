@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -107,18 +107,34 @@ impl Normalize {
 pub struct Blocklist {
     exact: HashSet<String>,
     patterns: Vec<(String, Regex)>,
+    /// All of `patterns` at once: every distinct identifier read meets them, and almost
+    /// none matches, so one scan of it decides.
+    any: RegexSet,
 }
 
 impl Blocklist {
-    /// The rule that blocks `value`, if any.
+    /// The rule that blocks `value`, if any. A clone per thread keeps the regular
+    /// expressions' scratch space its own.
     pub fn rule_for(&self, value: &str) -> Option<String> {
-        if self.exact.contains(value) {
+        if !self.exact.is_empty() && self.exact.contains(value) {
             return Some(format!("{BLOCKLIST_RULE} '{value}'"));
+        }
+        if !self.any.is_match(value) {
+            return None;
         }
         self.patterns
             .iter()
             .find(|(_, re)| re.is_match(value))
             .map(|(src, _)| format!("{BLOCKLIST_RULE} {src}"))
+    }
+
+    fn add_pattern(&mut self, entry: &str, pattern: &str) -> Result<(), String> {
+        let re = Regex::new(pattern)
+            .map_err(|e| format!("invalid regular expression /{pattern}/: {e}"))?;
+        self.patterns.push((entry.to_string(), re));
+        self.any = RegexSet::new(self.patterns.iter().map(|(_, re)| re.as_str()))
+            .expect("each pattern compiles alone");
+        Ok(())
     }
 }
 
@@ -252,11 +268,7 @@ impl IdentityConfig {
             for target in targets {
                 let list = blocklist.entry(target).or_default();
                 match entry.strip_prefix('/').and_then(|e| e.strip_suffix('/')) {
-                    Some(pattern) => {
-                        let re = Regex::new(pattern)
-                            .map_err(|e| format!("invalid regular expression /{pattern}/: {e}"))?;
-                        list.patterns.push((entry.to_string(), re));
-                    }
+                    Some(pattern) => list.add_pattern(entry, pattern)?,
                     None => {
                         list.exact.insert(entry.to_string());
                     }

@@ -481,12 +481,11 @@ pub async fn build_counting(
         edge_index.insert(edge_key(e.a, e.b, e.input), i as u32);
     }
     grow(&mut reservation, g.bytes() + edge_index.bytes())?;
-    let blocklists: Arc<Vec<Option<Blocklist>>> = Arc::new(
-        g.types
-            .iter()
-            .map(|t| config.blocklist.get(t).cloned())
-            .collect(),
-    );
+    let blocklists: Vec<Option<Blocklist>> = g
+        .types
+        .iter()
+        .map(|t| config.blocklist.get(t).cloned())
+        .collect();
     // The input being read: its number, declaration and partition readers. A last step
     // with no next input merges the final one.
     let mut reading = None;
@@ -805,7 +804,7 @@ const BLOCKED: u32 = u32::MAX;
 async fn read_part(
     mut stream: SendableRecordBatchStream,
     types: Arc<Vec<u16>>,
-    blocklists: Arc<Vec<Option<Blocklist>>>,
+    blocklists: Vec<Option<Blocklist>>,
     keys: KeyHasher,
     read: Arc<AtomicU64>,
 ) -> Result<Part> {
@@ -913,7 +912,7 @@ async fn start_readers(
     config: &IdentityConfig,
     input: &crate::project::Input,
     g: &IdentityGraph,
-    blocklists: &Arc<Vec<Option<Blocklist>>>,
+    blocklists: &[Option<Blocklist>],
     rows: &Arc<AtomicU64>,
 ) -> Result<JoinSet<(usize, Result<Part>)>> {
     let columns: Vec<String> = input
@@ -951,7 +950,8 @@ async fn start_readers(
         .into_iter()
         .enumerate()
     {
-        let (types, blocklists) = (types.clone(), Arc::clone(blocklists));
+        // A blocklist of its own: regular expressions shared between threads contend.
+        let (types, blocklists) = (types.clone(), blocklists.to_vec());
         let read = read_part(stream, types, blocklists, g.keys, rows.clone());
         readers.spawn(async move { (i, read.await) });
     }
