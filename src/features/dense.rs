@@ -253,11 +253,7 @@ async fn aggregate(
         .collect::<Result<Vec<_>>>()?;
     let mut parts = vec![];
     for task in tasks {
-        parts.push(
-            task.join_unwind()
-                .await
-                .map_err(|e| datafusion::error::DataFusionError::ExecutionJoin(Box::new(e)))??,
-        );
+        parts.push(joined(task).await?);
     }
     let timer = metrics.elapsed_compute().timer();
     let groups = spec.groups();
@@ -302,11 +298,7 @@ async fn aggregate(
         .collect();
     let mut columns = vec![filter(&keys, &seen)?];
     for task in tasks {
-        columns.push(
-            task.join_unwind()
-                .await
-                .map_err(|e| datafusion::error::DataFusionError::ExecutionJoin(Box::new(e)))??,
-        );
+        columns.push(joined(task).await?);
     }
     drop(held);
     let whole = RecordBatch::try_new(schema, columns)?;
@@ -318,6 +310,13 @@ async fn aggregate(
     metrics.record_output(whole.num_rows());
     timer.done();
     Ok(batches)
+}
+
+/// What `task` returned; a panic in it resumes here.
+async fn joined<T: Send + 'static>(task: SpawnedTask<Result<T>>) -> Result<T> {
+    task.join_unwind()
+        .await
+        .map_err(|e| datafusion::error::DataFusionError::ExecutionJoin(Box::new(e)))?
 }
 
 /// One aggregate's partition states merged into the last one (the others in partition

@@ -106,34 +106,33 @@ impl Normalize {
 #[derive(Debug, Clone, Default)]
 pub struct Blocklist {
     exact: HashSet<String>,
-    patterns: Vec<(String, Regex)>,
-    /// All of `patterns` at once: every distinct identifier read meets them, and almost
-    /// none matches, so one scan of it decides.
-    any: RegexSet,
+    /// Pattern entries as written (`/.../`), and all of them as one set: every distinct
+    /// identifier read meets them, and almost none matches, so one scan decides.
+    patterns: Vec<String>,
+    set: RegexSet,
 }
 
 impl Blocklist {
-    /// The rule that blocks `value`, if any. A clone per thread keeps the regular
-    /// expressions' scratch space its own.
+    /// The rule that blocks `value`, if any: the first pattern matching it. A clone per
+    /// thread keeps the regular expressions' scratch space its own.
     pub fn rule_for(&self, value: &str) -> Option<String> {
         if !self.exact.is_empty() && self.exact.contains(value) {
             return Some(format!("{BLOCKLIST_RULE} '{value}'"));
         }
-        if !self.any.is_match(value) {
+        if !self.set.is_match(value) {
             return None;
         }
-        self.patterns
-            .iter()
-            .find(|(_, re)| re.is_match(value))
-            .map(|(src, _)| format!("{BLOCKLIST_RULE} {src}"))
+        let first = self.set.matches(value).into_iter().next()?;
+        Some(format!("{BLOCKLIST_RULE} {}", self.patterns[first]))
     }
 
     fn add_pattern(&mut self, entry: &str, pattern: &str) -> Result<(), String> {
-        let re = Regex::new(pattern)
-            .map_err(|e| format!("invalid regular expression /{pattern}/: {e}"))?;
-        self.patterns.push((entry.to_string(), re));
-        self.any = RegexSet::new(self.patterns.iter().map(|(_, re)| re.as_str()))
-            .expect("each pattern compiles alone");
+        // Alone first, for an error naming the pattern at fault.
+        Regex::new(pattern).map_err(|e| format!("invalid regular expression /{pattern}/: {e}"))?;
+        let mut patterns: Vec<&str> = self.set.patterns().iter().map(String::as_str).collect();
+        patterns.push(pattern);
+        self.set = RegexSet::new(patterns).expect("each pattern compiles alone");
+        self.patterns.push(entry.to_string());
         Ok(())
     }
 }
@@ -164,7 +163,7 @@ impl IdentityConfig {
         let blocklists = self.blocklist.iter().map(|(t, b)| {
             let mut exact: Vec<&String> = b.exact.iter().collect();
             exact.sort();
-            let patterns: Vec<&String> = b.patterns.iter().map(|(p, _)| p).collect();
+            let patterns: Vec<&String> = b.patterns.iter().collect();
             format!("{t}={exact:?}{patterns:?}")
         });
         format!(
