@@ -352,7 +352,7 @@ async fn leased(
     identity::register_tables(ctx, graph.clone())?;
     progress.phase(
         "identity graph built",
-        json!({"identifiers": graph.len(), "people": graph.components(), "quarantined": graph.quarantine.len(), "rows_read": rows_in, "closure_s": graph.closure_seconds}),
+        json!({"identifiers": graph.len(), "people": graph.components(), "quarantined": graph.quarantine.len(), "rows_read": rows_in, "closure_s": graph.timings.closure_s, "steps": graph.timings}),
     );
 
     progress.phase(

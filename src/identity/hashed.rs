@@ -60,22 +60,13 @@ impl SlotKey for Key {
     }
 }
 
-/// A pair of node numbers, `(a << 32) | b`: the links of a partition.
+/// A pair of node numbers, `(a << 32) | b`: the links of a partition, an input's edges.
 impl SlotKey for u64 {
     const EMPTY: Self = u64::MAX;
 
     fn slot_hash(self) -> u64 {
         let h = self.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         h ^ (h >> 29)
-    }
-}
-
-/// Two nodes and an input, `(a << 48) | (b << 16) | input`: the graph's edges.
-impl SlotKey for u128 {
-    const EMPTY: Self = u128::MAX;
-
-    fn slot_hash(self) -> u64 {
-        ((self >> 64) as u64 ^ (self as u64).rotate_left(23)).slot_hash()
     }
 }
 

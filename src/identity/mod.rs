@@ -22,6 +22,7 @@ use std::collections::VecDeque;
 use hashbrown::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::{Array, AsArray, StringViewArray};
 use arrow::compute::cast;
@@ -165,9 +166,24 @@ pub struct IdentityGraph {
     /// Per component: no row read this run carries its identifiers, and they are exactly
     /// one previous person's, whose id it keeps: its features can only change with time.
     pub unchanged: Vec<bool>,
-    /// Seconds the closure took (hubs, evidence order, limits, union-find); 0 when the
-    /// previous closure was carried over. Benchmarks compare it with other engines'.
-    pub closure_seconds: f64,
+    /// Where building the graph spent its time.
+    pub timings: Timings,
+}
+
+/// Seconds spent in each step of building a graph, for run reports and benchmarks.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Timings {
+    /// Planning each input's read (its files listed, its query planned).
+    pub planning_s: f64,
+    /// Waiting for inputs' partitions to be read (the reading itself overlaps merging).
+    pub reading_s: f64,
+    /// Adding the partitions read to the graph, in order, on one thread.
+    pub merging_s: f64,
+    /// Hubs, evidence order, limits and union-find; 0 when the previous closure was
+    /// carried over. Benchmarks compare it with other engines'.
+    pub closure_s: f64,
+    /// Canonical ids for the components, and each identifier's person in the index.
+    pub naming_s: f64,
 }
 
 /// Union-find over dense node ids, with per-component counts of the limited id types.
@@ -476,11 +492,18 @@ pub async fn build_counting(
     let seeded_rows: u64 = g.rows_read.iter().sum();
     let mut reservation =
         MemoryConsumer::new("identity graph").register(&ctx.runtime_env().memory_pool);
-    let mut edge_index: KeyTable<u128, u32> = KeyTable::default();
+    // Per input, its edges by their ends. Edges of different inputs never meet, so each
+    // index is dropped once its input is merged.
+    let mut edge_index: Vec<KeyTable<u64, u32>> = vec![];
     for (i, e) in g.edges.iter().enumerate() {
-        edge_index.insert(edge_key(e.a, e.b, e.input), i as u32);
+        let input = e.input as usize;
+        if edge_index.len() <= input {
+            edge_index.resize_with(input + 1, KeyTable::default);
+        }
+        edge_index[input].insert(edge_key(e.a, e.b), i as u32);
     }
-    grow(&mut reservation, g.bytes() + edge_index.bytes())?;
+    let indexed = |index: &[KeyTable<u64, u32>]| index.iter().map(KeyTable::bytes).sum::<usize>();
+    grow(&mut reservation, g.bytes() + indexed(&edge_index))?;
     let blocklists: Vec<Option<Blocklist>> = g
         .types
         .iter()
@@ -493,22 +516,34 @@ pub async fn build_counting(
     for next in inputs.enumerate().map(Some).chain([None]) {
         let started = match next {
             Some((no, input)) => {
+                let planned = Instant::now();
                 let readers = start_readers(ctx, config, input, &g, &blocklists, &rows).await?;
+                g.timings.planning_s += planned.elapsed().as_secs_f64();
                 Some((no, input, readers))
             }
             None => None,
         };
         // The previous input is merged while this one is read.
         if let Some((no, input, readers)) = std::mem::replace(&mut reading, started) {
+            let waited = Instant::now();
             let parts = read_input(input, readers).await?;
+            g.timings.reading_s += waited.elapsed().as_secs_f64();
+            let merged = Instant::now();
+            let mut index = edge_index
+                .get_mut(no)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            let held = indexed(&edge_index);
             merge_parts(
                 &mut g,
                 &mut blocked,
-                &mut edge_index,
+                &mut index,
                 &mut reservation,
+                held,
                 parts,
                 no,
             )?;
+            g.timings.merging_s += merged.elapsed().as_secs_f64();
         }
     }
     drop(edge_index);
@@ -537,11 +572,13 @@ pub async fn build_counting(
             });
         }
     }
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     close(&mut g, config);
-    g.closure_seconds = started.elapsed().as_secs_f64();
+    g.timings.closure_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
     name_components(&mut g, earlier.as_ref());
     g.index_people();
+    g.timings.naming_s = started.elapsed().as_secs_f64();
     g.quarantine
         .sort_by(|a, b| (&a.rule, &a.id_type, &a.value).cmp(&(&b.rule, &b.id_type, &b.value)));
     Ok(g)
@@ -791,8 +828,11 @@ struct Part {
     /// Per local node: first and last seen, taken from `index` once the partition is read.
     seen: Vec<(i64, i64)>,
     blocked: Vec<HashMap<Box<str>, (String, u64)>>,
-    /// `(center << 32) | other` -> first seen, last seen, rows.
-    links: KeyTable<u64, (i64, i64, u64)>,
+    /// `(center << 32) | other` -> first seen, last seen, rows, while the partition is read.
+    linking: KeyTable<u64, (i64, i64, u64)>,
+    /// The same once it is read, in key order (the order edges are added in); sorted on the
+    /// reader's thread, not the one merging.
+    links: Vec<(u64, (i64, i64, u64))>,
     rows: u64,
 }
 
@@ -883,10 +923,10 @@ async fn read_part(
         }
         for (i, &(key, t)) in links.iter().enumerate() {
             if let Some(&(ahead, _)) = links.get(i + AHEAD) {
-                part.links.prefetch(ahead);
+                part.linking.prefetch(ahead);
             }
             let (link, _) = part
-                .links
+                .linking
                 .get_or_insert_with(key, || (i64::MAX, i64::MIN, 0));
             link.2 += 1;
             if let Some(t) = t {
@@ -902,6 +942,9 @@ async fn read_part(
             part.seen[n as usize] = (first, last);
         }
     }
+    let linking = std::mem::take(&mut part.linking);
+    part.links = linking.iter().map(|(key, &link)| (key, link)).collect();
+    part.links.sort_unstable_by_key(|&(key, _)| key);
     Ok(part)
 }
 
@@ -988,18 +1031,20 @@ async fn read_input(
     Ok(parts.into_iter().flatten().collect())
 }
 
-/// Adds an input's partitions to the graph in order, holding the memory they take.
+/// Adds an input's partitions to the graph in order, holding the memory they take beside
+/// `held` bytes of other inputs' edge indexes.
 fn merge_parts(
     g: &mut IdentityGraph,
     blocked: &mut [HashMap<Box<str>, (String, u64)>],
-    edge_index: &mut KeyTable<u128, u32>,
+    edge_index: &mut KeyTable<u64, u32>,
     reservation: &mut MemoryReservation,
+    held: usize,
     parts: Vec<Part>,
     input: usize,
 ) -> Result<()> {
     for part in parts {
         merge_part(g, blocked, edge_index, part, input);
-        grow(reservation, g.bytes() + edge_index.bytes())?;
+        grow(reservation, g.bytes() + edge_index.bytes() + held)?;
     }
     Ok(())
 }
@@ -1008,7 +1053,7 @@ fn merge_parts(
 fn merge_part(
     g: &mut IdentityGraph,
     blocked: &mut [HashMap<Box<str>, (String, u64)>],
-    edge_index: &mut KeyTable<u128, u32>,
+    edge_index: &mut KeyTable<u64, u32>,
     part: Part,
     input: usize,
 ) {
@@ -1042,18 +1087,17 @@ fn merge_part(
         g.see(n, first, last);
         g.touched[n as usize] = true;
     }
-    let mut links: Vec<_> = part.links.iter().map(|(key, &link)| (key, link)).collect();
-    links.sort_unstable_by_key(|&(key, _)| key);
+    let links = part.links;
     for (t, values) in part.blocked.into_iter().enumerate() {
         for (value, (rule, rows)) in values {
             blocked[t].entry(value).or_insert((rule, 0)).1 += rows;
         }
     }
-    let keys: Vec<(u128, u32, u32)> = links
+    let keys: Vec<(u64, u32, u32)> = links
         .iter()
         .map(|&(key, _)| {
             let (a, b) = (global[(key >> 32) as usize], global[key as u32 as usize]);
-            (edge_key(a, b, input as u16), a, b)
+            (edge_key(a, b), a, b)
         })
         .collect();
     for (i, (&(key, a, b), &(_, (first, last, rows)))) in keys.iter().zip(&links).enumerate() {
@@ -1080,9 +1124,9 @@ fn merge_part(
     }
 }
 
-/// An edge's key in the graph's edge index: its ends in either order, and its input.
-fn edge_key(a: u32, b: u32, input: u16) -> u128 {
-    u128::from(a.min(b)) << 48 | u128::from(a.max(b)) << 16 | u128::from(input)
+/// An edge's key in its input's edge index: its ends in either order.
+fn edge_key(a: u32, b: u32) -> u64 {
+    u64::from(a.min(b)) << 32 | u64::from(a.max(b))
 }
 
 fn grow(reservation: &mut MemoryReservation, bytes: usize) -> Result<()> {
@@ -1589,6 +1633,7 @@ impl IdentityGraph {
             "links_stitched": self.edges.iter().filter(|e| e.accepted).count(),
             "quarantined": self.quarantine.len(),
             "ids": {"kept": kept, "appeared": appeared, "merged": merged, "split": split},
+            "seconds": self.timings,
         })
     }
 }

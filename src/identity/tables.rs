@@ -101,7 +101,16 @@ impl Generated {
 
     /// Made once and held: joins get its size to plan with.
     fn held(self) -> Result<Arc<dyn TableProvider>> {
-        let batches = self.batches().collect::<Result<Vec<_>>>()?;
+        let batches = on_cores(self.rows.div_ceil(BATCH_ROWS), |numbers| {
+            let rows = numbers.start * BATCH_ROWS..(numbers.end * BATCH_ROWS).min(self.rows);
+            rows.step_by(BATCH_ROWS)
+                .map(|start| {
+                    let columns = (self.columns)(start..(start + BATCH_ROWS).min(self.rows));
+                    Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+                })
+                .collect::<Result<Vec<_>>>()
+        });
+        let batches = batches.into_iter().collect::<Result<Vec<_>>>()?.concat();
         Ok(Arc::new(MemTable::try_new(self.schema, vec![batches])?))
     }
 }
@@ -118,6 +127,26 @@ impl PartitionStream for Generated {
             futures::stream::iter(batches),
         ))
     }
+}
+
+/// `f` over `0..n` cut into one run per core, each on a thread of its own; results in
+/// order. Tables held whole are made while the run waits for them with cores idle.
+fn on_cores<T: Send>(n: usize, f: impl Fn(Range<usize>) -> T + Sync) -> Vec<T> {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let step = n.div_ceil(cores).max(1);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let runs: Vec<_> = (0..n)
+            .step_by(step)
+            .map(|start| scope.spawn(move || f(start..(start + step).min(n))))
+            .collect();
+        runs.into_iter()
+            .map(|run| {
+                run.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// A small table held whole.
@@ -187,19 +216,20 @@ impl IdentityGraph {
         let people = self.canonical.len();
         // Nodes grouped by component and sorted by (type, value): no string is copied
         // until it lands in its list.
-        let (start, mut members) = super::canonical::by_component(&self.component, people);
-        for c in 0..people {
-            members[start[c]..start[c + 1]].sort_unstable_by(|&a, &b| {
-                let key = |n: u32| (self.node_type[n as usize], &self.node_value[n as usize]);
-                key(a).cmp(&key(b))
-            });
-        }
-        let mut order: Vec<u32> = (0..people as u32).collect();
-        order.sort_unstable_by(|&a, &b| {
-            self.canonical[a as usize]
-                .0
-                .cmp(&self.canonical[b as usize].0)
-        });
+        let (start, members) = super::canonical::by_component(&self.component, people);
+        let members = on_cores(people, |components| {
+            let mut sorted = members[start[components.start]..start[components.end]].to_vec();
+            let first = start[components.start];
+            for c in components {
+                sorted[start[c] - first..start[c + 1] - first].sort_unstable_by(|&a, &b| {
+                    let key = |n: u32| (self.node_type[n as usize], &self.node_value[n as usize]);
+                    key(a).cmp(&key(b))
+                });
+            }
+            sorted
+        })
+        .concat();
+        let order = self.canonical_order();
 
         let mut fields = vec![
             Field::new("c360_id", DataType::Utf8, false),
@@ -258,6 +288,33 @@ impl IdentityGraph {
             columns
         })
         .held()
+    }
+
+    /// Components in the order of their canonical ids. Ids as `id_of_hash` spells them
+    /// (fixed width, lower-case hex) sort as their hashes do, which spares a million
+    /// comparisons of strings scattered over the heap; any other spelling sorts all as text.
+    fn canonical_order(&self) -> Vec<u32> {
+        let hashes: Option<Vec<u64>> = self
+            .canonical
+            .iter()
+            .map(|(id, _)| c360_udfs::ids::hash_of_id(id))
+            .collect();
+        match hashes {
+            Some(hashes) => {
+                let mut keyed: Vec<(u64, u32)> = hashes.into_iter().zip(0..).collect();
+                keyed.sort_unstable();
+                keyed.into_iter().map(|(_, c)| c).collect()
+            }
+            None => {
+                let mut order: Vec<u32> = (0..self.canonical.len() as u32).collect();
+                order.sort_unstable_by(|&a, &b| {
+                    self.canonical[a as usize]
+                        .0
+                        .cmp(&self.canonical[b as usize].0)
+                });
+                order
+            }
+        }
     }
 
     /// `identity_quarantine`: what was kept out of stitching, and the rule it broke.
@@ -486,6 +543,37 @@ mod tests {
     use super::*;
     use arrow::array::{AsArray, UInt64Array};
     use arrow::datatypes::UInt64Type;
+
+    #[test]
+    fn canonical_order_by_hash_is_text_order_and_other_spellings_sort_as_text() {
+        let ids = |ids: &[&str]| IdentityGraph {
+            canonical: ids
+                .iter()
+                .map(|id| (id.to_string(), Change::Appeared))
+                .collect(),
+            ..Default::default()
+        };
+        let hashed = [
+            "c360_ffffffffffffffff",
+            "c360_0000000000000001",
+            "c360_a000000000000000",
+            "c360_9fffffffffffffff",
+        ];
+        assert_eq!(ids(&hashed).canonical_order(), vec![1, 3, 2, 0]);
+        // One id of another spelling: all sorted as text, where upper case comes first.
+        let mixed = [hashed[0], hashed[1], "c360_A000000000000000", "legacy-7"];
+        assert_eq!(ids(&mixed).canonical_order(), vec![1, 2, 0, 3]);
+        assert!(ids(&[]).canonical_order().is_empty());
+    }
+
+    #[test]
+    fn on_cores_covers_every_index_once_in_order() {
+        for n in [0, 1, 2, 3, 7, 1000] {
+            let runs = on_cores(n, |r| r.collect::<Vec<_>>());
+            assert!(runs.iter().all(|r| !r.is_empty()));
+            assert_eq!(runs.concat(), (0..n).collect::<Vec<_>>(), "{n}");
+        }
+    }
 
     /// A table of row numbers, made batch by batch.
     fn numbers(rows: usize) -> Generated {
