@@ -21,9 +21,10 @@ use deltalake::DeltaTable;
 use futures::StreamExt;
 use object_store::buffered::BufWriter;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use parquet::arrow::async_writer::AsyncArrowWriter;
+use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use tokio::io::AsyncWriteExt;
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -495,8 +496,8 @@ impl Output {
                     Some((path, _)) => path,
                     None => object_path(&target)?,
                 };
-                let sink = BufWriter::new(self.store.clone(), path);
-                let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(props))?;
+                let mut sink = BufWriter::new(self.store.clone(), path);
+                let mut writer = ArrowWriter::try_new(Chunks::default(), schema, Some(props))?;
                 let mut rows = 0u64;
                 // The query runs on a task of its own, a couple of batches ahead: encoding
                 // here would otherwise hold up the query's last stages, which run in the
@@ -505,10 +506,17 @@ impl Output {
                 while let Some(batch) = stream.next().await {
                     let batch = batch?;
                     rows += batch.num_rows() as u64;
-                    writer.write(&batch).await.map_err(|e| failed(&e))?;
+                    writer.write(&batch).map_err(|e| failed(&e))?;
+                    for chunk in writer.inner_mut().filled() {
+                        sink.put(chunk).await.map_err(|e| failed(&e))?;
+                    }
+                }
+                writer.finish().map_err(|e| failed(&e))?;
+                for chunk in writer.inner_mut().all() {
+                    sink.put(chunk).await.map_err(|e| failed(&e))?;
                 }
                 // The file appears only now, complete.
-                writer.close().await.map_err(|e| failed(&e))?;
+                sink.shutdown().await.map_err(|e| failed(&e))?;
                 Ok(rows)
             }
             TableFormat::Delta => {
@@ -570,4 +578,52 @@ fn remove_empty_dirs(dir: &std::path::Path) -> std::io::Result<()> {
         }
     }
     std::fs::remove_dir(dir)
+}
+
+/// What a Parquet writer encodes into: chunks of a fixed size, each handed whole to the
+/// object store once full. One growing buffer is copied every time it doubles, and again
+/// into the store's own buffer; a chunk is written once and passed on without a copy.
+#[derive(Default)]
+struct Chunks {
+    full: Vec<bytes::Bytes>,
+    current: Vec<u8>,
+}
+
+impl Chunks {
+    const SIZE: usize = 8 << 20;
+
+    /// The chunks filled so far.
+    fn filled(&mut self) -> Vec<bytes::Bytes> {
+        std::mem::take(&mut self.full)
+    }
+
+    /// Every byte written and not yet taken, the last chunk however full.
+    fn all(&mut self) -> Vec<bytes::Bytes> {
+        if !self.current.is_empty() {
+            self.full.push(std::mem::take(&mut self.current).into());
+        }
+        self.filled()
+    }
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, mut buf: &[u8]) -> std::io::Result<usize> {
+        let written = buf.len();
+        while !buf.is_empty() {
+            if self.current.capacity() == 0 {
+                self.current = Vec::with_capacity(Self::SIZE);
+            }
+            let n = buf.len().min(Self::SIZE - self.current.len());
+            self.current.extend_from_slice(&buf[..n]);
+            buf = &buf[n..];
+            if self.current.len() == Self::SIZE {
+                self.full.push(std::mem::take(&mut self.current).into());
+            }
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
