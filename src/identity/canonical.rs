@@ -9,7 +9,7 @@
 //!    previous cluster was first seen earliest (ties: the smallest id);
 //! 3. any other component gets a fresh hash id, salted until it collides with no id in use.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 pub use c360_udfs::ids::fresh_id;
 use c360_udfs::ids::{fresh_hash, hash_of_id, id_of_hash};
@@ -182,11 +182,13 @@ pub fn assign(components: &Components<'_>) -> Vec<(String, Change)> {
     }
     // Step 3: fresh ids, earliest component first, so salts go the same way every time.
     // Ids in use are held as the hashes they show: a million people cost no strings here.
-    fresh.sort_unstable_by_key(|&c| firsts[c]);
-    let mut used: HashSet<u64> = HashSet::with_capacity(offers.len() + fresh.len());
+    // Sorted with their keys beside them: looking each up in `firsts` is a cache miss.
+    let mut fresh: Vec<(Earliest<'_>, usize)> = fresh.into_iter().map(|c| (firsts[c], c)).collect();
+    fresh.sort_unstable();
+    let mut used: hashbrown::HashSet<u64> =
+        hashbrown::HashSet::with_capacity(offers.len() + fresh.len());
     used.extend(offers.keys().filter_map(|id| hash_of_id(id)));
-    for c in fresh {
-        let (_, id_type, value) = firsts[c];
+    for ((_, id_type, value), c) in fresh {
         let hash = (0..)
             .map(|salt| fresh_hash(id_type, value, salt))
             .find(|&h| used.insert(h))
