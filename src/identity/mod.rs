@@ -30,7 +30,7 @@ use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
 use c360_udfs::union_find::DenseUnionFind;
 use datafusion::common::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::execute_stream_partitioned;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -988,8 +988,17 @@ async fn start_readers(
     // Each partition is read on its own worker into identifiers of its own; merging
     // them costs one lookup per distinct identifier, not per row.
     let plan = ctx.sql(&sql).await?.create_physical_plan().await?;
+    // Each partition reads its own files, so node ids follow the partitions' order from run
+    // to run; DataFusion's scan would otherwise hand files to whichever partition is idle.
+    let mut state = ctx.state();
+    state
+        .config_mut()
+        .options_mut()
+        .execution
+        .enable_file_stream_work_stealing = false;
+    let task = Arc::new(TaskContext::from(&state));
     let mut readers = JoinSet::new();
-    for (i, stream) in execute_stream_partitioned(plan, ctx.task_ctx())?
+    for (i, stream) in execute_stream_partitioned(plan, task)?
         .into_iter()
         .enumerate()
     {
