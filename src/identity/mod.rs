@@ -828,10 +828,8 @@ struct Part {
     /// Per local node: first and last seen, taken from `index` once the partition is read.
     seen: Vec<(i64, i64)>,
     blocked: Vec<HashMap<Box<str>, (String, u64)>>,
-    /// `(center << 32) | other` -> first seen, last seen, rows, while the partition is read.
-    linking: KeyTable<u64, (i64, i64, u64)>,
-    /// The same once it is read, in key order (the order edges are added in); sorted on the
-    /// reader's thread, not the one merging.
+    /// `(center << 32) | other` with first seen, last seen and rows, in key order (the
+    /// order edges are added in): sorted on the reader's thread, not the one merging.
     links: Vec<(u64, (i64, i64, u64))>,
     rows: u64,
 }
@@ -855,6 +853,7 @@ async fn read_part(
         ..Default::default()
     };
     let mut row_ids: Vec<(u16, u32)> = Vec::with_capacity(types.len());
+    let mut linking: KeyTable<u64, (i64, i64, u64)> = KeyTable::default();
     // A batch's links, (center << 32 | other, time): updated after its rows, so that
     // their slots can be prefetched too.
     let mut links: Vec<(u64, Option<i64>)> = vec![];
@@ -923,11 +922,9 @@ async fn read_part(
         }
         for (i, &(key, t)) in links.iter().enumerate() {
             if let Some(&(ahead, _)) = links.get(i + AHEAD) {
-                part.linking.prefetch(ahead);
+                linking.prefetch(ahead);
             }
-            let (link, _) = part
-                .linking
-                .get_or_insert_with(key, || (i64::MAX, i64::MIN, 0));
+            let (link, _) = linking.get_or_insert_with(key, || (i64::MAX, i64::MIN, 0));
             link.2 += 1;
             if let Some(t) = t {
                 link.0 = link.0.min(t);
@@ -942,7 +939,6 @@ async fn read_part(
             part.seen[n as usize] = (first, last);
         }
     }
-    let linking = std::mem::take(&mut part.linking);
     part.links = linking.iter().map(|(key, &link)| (key, link)).collect();
     part.links.sort_unstable_by_key(|&(key, _)| key);
     Ok(part)

@@ -57,6 +57,7 @@ type Columns = dyn Fn(Range<usize>) -> Vec<ArrayRef> + Send + Sync;
 /// A table of `rows` rows whose columns are made from the graph [`BATCH_ROWS`] at a time.
 /// Made as they are scanned, the graph's tables do not hold its text several times over
 /// (a gigabyte per million people).
+#[derive(Clone)]
 struct Generated {
     schema: SchemaRef,
     rows: usize,
@@ -82,12 +83,17 @@ impl Generated {
         }
     }
 
+    /// The batch of rows from `start`.
+    fn batch(&self, start: usize) -> Result<RecordBatch> {
+        let columns = (self.columns)(start..(start + BATCH_ROWS).min(self.rows));
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
     fn batches(&self) -> impl Iterator<Item = Result<RecordBatch>> + 'static {
-        let (schema, rows, columns) = (self.schema.clone(), self.rows, self.columns.clone());
-        (0..rows).step_by(BATCH_ROWS).map(move |start| {
-            let columns = columns(start..(start + BATCH_ROWS).min(rows));
-            Ok(RecordBatch::try_new(schema.clone(), columns)?)
-        })
+        let this = self.clone();
+        (0..self.rows)
+            .step_by(BATCH_ROWS)
+            .map(move |start| this.batch(start))
     }
 
     /// Made as it is scanned; one partition, so scans keep the table's order.
@@ -104,10 +110,7 @@ impl Generated {
         let batches = on_cores(self.rows.div_ceil(BATCH_ROWS), |numbers| {
             let rows = numbers.start * BATCH_ROWS..(numbers.end * BATCH_ROWS).min(self.rows);
             rows.step_by(BATCH_ROWS)
-                .map(|start| {
-                    let columns = (self.columns)(start..(start + BATCH_ROWS).min(self.rows));
-                    Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
-                })
+                .map(|start| self.batch(start))
                 .collect::<Result<Vec<_>>>()
         });
         let batches = batches.into_iter().collect::<Result<Vec<_>>>()?.concat();
