@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, StringArray};
 use arrow::datatypes::{DataType, Field};
-use c360_udfs::{normalize_email, normalize_phone};
+use c360_udfs::{normalize_email, normalize_id, normalize_phone};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF};
@@ -41,12 +41,20 @@ fn bench(c: &mut Criterion) {
         3 => Some("n/a".into()),
         _ => Some(format!("415.555.{:04} x12", i % 10_000)),
     });
+    // Device ids as a clickstream has them: nearly all clean already.
+    let ids = batch(|i| match i % 20 {
+        0 => None,
+        1 => Some(format!("  {i:08x}-0000-4000-8000-{i:012x} ")),
+        _ => Some(format!("{i:08x}-0000-4000-8000-{i:012x}")),
+    });
     let mut group = c.benchmark_group("normalize");
     group.throughput(Throughput::Elements(ROWS as u64));
     let email = normalize_email::udf();
     group.bench_function("normalize_email", |b| b.iter(|| invoke(&email, &emails)));
     let phone = normalize_phone::udf();
     group.bench_function("normalize_phone", |b| b.iter(|| invoke(&phone, &phones)));
+    let id = normalize_id::udf();
+    group.bench_function("normalize_id", |b| b.iter(|| invoke(&id, &ids)));
     group.finish();
 }
 

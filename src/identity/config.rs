@@ -91,8 +91,8 @@ impl Normalize {
         match self {
             Normalize::Email => format!("normalize_email({column})"),
             Normalize::Phone => format!("normalize_phone({column})"),
-            Normalize::Trim => format!("nullif(trim(CAST({column} AS VARCHAR)), '')"),
-            Normalize::Lower => format!("nullif(lower(trim(CAST({column} AS VARCHAR))), '')"),
+            Normalize::Trim => format!("normalize_id(CAST({column} AS VARCHAR))"),
+            Normalize::Lower => format!("normalize_id(CAST({column} AS VARCHAR), true)"),
             Normalize::None => format!("CAST({column} AS VARCHAR)"),
             Normalize::Sql(expr) => {
                 let value = Regex::new(r"\bvalue\b").expect("static regex");

@@ -408,7 +408,7 @@ fn explain_prints_the_sql_feature_by_feature() {
     let sql = text(&out.stdout);
     for fragment in [
         "CREATE VIEW stitched_orders AS",
-        "canonical_id('user_id', nullif(trim(CAST(\"user_id\" AS VARCHAR)), ''))",
+        "canonical_id('user_id', normalize_id(CAST(\"user_id\" AS VARCHAR)))",
         "-- feature revenue_30d",
         "sum_in_window(amount, ts, INTERVAL '30 days')",
         "-- trait first_name (priority)",

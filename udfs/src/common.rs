@@ -66,6 +66,22 @@ pub(crate) fn string_with_optional(second: TypeSignatureClass) -> Signature {
     )
 }
 
+/// An optional boolean argument (`what` of function `name`), one flag per row: absent or
+/// NULL reads as false.
+pub(crate) fn flags(
+    name: &str,
+    what: &str,
+    array: Option<&ArrayRef>,
+) -> Result<impl Fn(usize) -> bool> {
+    let flags = match array {
+        Some(a) if a.data_type() == &DataType::Boolean => Some(a.as_boolean().clone()),
+        Some(a) if a.data_type() == &DataType::Null => None,
+        Some(a) => return exec_err!("{name}: {what} must be a boolean, got {}", a.data_type()),
+        None => None,
+    };
+    Ok(move |i| flags.as_ref().is_some_and(|f| f.is_valid(i) && f.value(i)))
+}
+
 /// `array` as `Utf8`, whatever string encoding it came in; an error naming `name` otherwise.
 pub(crate) fn utf8(name: &str, array: &ArrayRef) -> Result<ArrayRef> {
     match array.data_type() {

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod last_n;
 pub mod most_frequent;
 pub mod normalize_email;
+pub mod normalize_id;
 pub mod normalize_phone;
 pub mod options;
 pub mod stitch;
@@ -25,7 +26,11 @@ mod window;
 
 /// Every scalar function c360 provides.
 pub fn all_scalar_functions() -> Vec<Arc<ScalarUDF>> {
-    vec![normalize_email::udf(), normalize_phone::udf()]
+    vec![
+        normalize_email::udf(),
+        normalize_id::udf(),
+        normalize_phone::udf(),
+    ]
 }
 
 /// Every aggregate function c360 provides.
@@ -79,6 +84,12 @@ pub mod expr_fn {
     /// `normalize_email(email, canonical)`: also folds Gmail dots and `+tags`.
     pub fn normalize_email_canonical(email: Expr, canonical: Expr) -> Expr {
         super::normalize_email::udf().call(vec![email, canonical])
+    }
+
+    /// `normalize_id(text)`, or with `lowercase` true also lower-cased.
+    pub fn normalize_id(text: Expr, lowercase: bool) -> Expr {
+        use datafusion::logical_expr::lit;
+        super::normalize_id::udf().call(vec![text, lit(lowercase)])
     }
 
     /// `connected_components(id_a, id_b)`

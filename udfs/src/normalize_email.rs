@@ -3,17 +3,16 @@
 
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
 use datafusion::common::types::logical_boolean;
-use datafusion::common::{exec_err, Result};
+use datafusion::common::Result;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     TypeSignatureClass,
 };
 use datafusion_macros::user_doc;
 
-use crate::common::{map_strings, same_shape, string_with_optional};
+use crate::common::{flags, map_strings, same_shape, string_with_optional};
 
 /// The shared instance, for registries and expression builders.
 pub fn udf() -> Arc<ScalarUDF> {
@@ -77,22 +76,9 @@ impl ScalarUDFImpl for NormalizeEmail {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let canonical = match arrays.get(1) {
-            Some(a) if a.data_type() == &DataType::Boolean => Some(a.as_boolean().clone()),
-            Some(a) if a.data_type() == &DataType::Null => None,
-            Some(a) => {
-                return exec_err!(
-                    "normalize_email: canonical must be a boolean, got {}",
-                    a.data_type()
-                )
-            }
-            None => None,
-        };
+        let canonical = flags(self.name(), "canonical", arrays.get(1))?;
         let out = map_strings(self.name(), &arrays[0], |i, s| {
-            let fold = canonical
-                .as_ref()
-                .is_some_and(|c| c.is_valid(i) && c.value(i));
-            Ok(normalize(s, fold))
+            Ok(normalize(s, canonical(i)))
         })?;
         same_shape(&args.args, out)
     }
