@@ -84,9 +84,15 @@ pub(crate) fn flags(
 
 /// `array` as `Utf8`, whatever string encoding it came in; an error naming `name` otherwise.
 pub(crate) fn utf8(name: &str, array: &ArrayRef) -> Result<ArrayRef> {
+    strings_as(name, array, &DataType::Utf8)
+}
+
+/// `array` as the string type `to`, whatever string encoding it came in; an error naming
+/// `name` otherwise.
+pub(crate) fn strings_as(name: &str, array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
     match array.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
-            Ok(arrow::compute::cast(array, &DataType::Utf8)?)
+            Ok(arrow::compute::cast(array, to)?)
         }
         other => exec_err!("{name} expects strings, got {other}"),
     }

@@ -8,17 +8,16 @@ use std::sync::{Arc, LazyLock};
 use arrow::array::builder::{make_view, NullBufferBuilder};
 use arrow::array::{Array, ArrayRef, AsArray, ByteView, StringViewArray};
 use arrow::buffer::{Buffer, ScalarBuffer};
-use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use datafusion::common::types::logical_boolean;
-use datafusion::common::{exec_err, Result};
+use datafusion::common::Result;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     TypeSignatureClass,
 };
 use datafusion_macros::user_doc;
 
-use crate::common::{flags, same_shape, string_with_optional};
+use crate::common::{flags, same_shape, string_with_optional, strings_as};
 
 /// The shared instance, for registries and expression builders.
 pub fn udf() -> Arc<ScalarUDF> {
@@ -82,12 +81,7 @@ impl ScalarUDFImpl for NormalizeId {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let lowercase = flags(self.name(), "lowercase", arrays.get(1))?;
-        let values = match arrays[0].data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
-                cast(&arrays[0], &DataType::Utf8View)?
-            }
-            other => return exec_err!("normalize_id expects a string argument, got {other}"),
-        };
+        let values = strings_as(self.name(), &arrays[0], &DataType::Utf8View)?;
         let out = normalize(values.as_string_view(), lowercase);
         same_shape(&args.args, Arc::new(out) as ArrayRef)
     }
