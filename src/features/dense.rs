@@ -462,7 +462,8 @@ impl ExecutionPlan for PersonAggregateExec {
 }
 
 /// Puts [`PersonAggregate`] for a graph of `people` first among `ctx`'s physical optimizer
-/// rules, replacing the one of a graph registered before.
+/// rules, replacing the one of a graph registered before, and plans joins by person as
+/// [`super::join::PersonJoinExec`]s.
 pub fn install(ctx: &SessionContext, people: usize) {
     let state = ctx.state();
     let mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> =
@@ -474,9 +475,8 @@ pub fn install(ctx: &SessionContext, people: usize) {
             .filter(|r| r.name() != RULE)
             .cloned(),
     );
-    let state = SessionStateBuilder::new_from_existing(state)
-        .with_physical_optimizer_rules(rules)
-        .build();
+    let state = SessionStateBuilder::new_from_existing(state).with_physical_optimizer_rules(rules);
+    let state = super::join::with_planner(state, people).build();
     *ctx.state_ref().write() = state;
 }
 

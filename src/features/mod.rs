@@ -23,6 +23,7 @@
 //! ```
 
 mod dense;
+mod join;
 mod plan;
 
 use std::collections::{HashMap, HashSet};
@@ -33,6 +34,7 @@ use toml::Spanned;
 pub use dense::{
     install as install_person_aggregate, PersonAggregate, PersonAggregateExec, PERSON_COLUMN,
 };
+pub use join::{PersonJoinExec, PersonPlanner};
 pub use plan::{FeaturePlan, Step};
 
 use crate::error::{Error, Result};

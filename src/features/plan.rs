@@ -126,7 +126,6 @@ impl FeaturePlan {
         });
 
         let mut joins: Vec<(String, Vec<String>)> = vec![];
-        let mut crosses: Vec<String> = vec![];
         for (i, t) in catalog.traits.iter().enumerate() {
             let cte = format!("trait_{i}");
             let sql = trait_sql(t, &event_time);
@@ -196,7 +195,8 @@ impl FeaturePlan {
                 format!("SELECT c360_person, {}\n{from}", columns.join(",\n       ")),
             ));
             // A person without rows gets what the aggregate gives over no rows (0 for
-            // count(*), NULL for sum, [] for last_n), computed once in a one-row CTE.
+            // count(*), NULL for sum, [] for last_n), from a one-row CTE read as a scalar
+            // subquery: a cross join would lose the people's order.
             let empty = format!("defaults_{g}");
             let defaults: Vec<String> = features
                 .iter()
@@ -214,15 +214,15 @@ impl FeaturePlan {
                 .iter()
                 .map(|(f, _)| {
                     let name = quote(&f.name);
-                    format!("COALESCE({cte}.{name}, {empty}.{name}) AS {name}")
+                    format!("COALESCE({cte}.{name}, (SELECT {name} FROM {empty})) AS {name}")
                 })
                 .collect();
             joins.push((cte, coalesced));
-            crosses.push(empty);
         }
 
-        // Features join onto the bare person keys, and the people's identifier lists join
-        // last: every join copies the columns it carries, and the lists are the widest.
+        // Features join onto the bare person keys, and the people join last: joins by
+        // person hold the features and stream the people through, identifier lists
+        // uncopied and in canonical id order.
         let mut select = vec!["people.*".to_string()];
         let mut from = "(SELECT c360_person FROM people) AS persons".to_string();
         for (cte, columns) in &joins {
@@ -230,9 +230,6 @@ impl FeaturePlan {
             from.push_str(&format!(
                 "\n  LEFT JOIN {cte} ON {cte}.c360_person = persons.c360_person"
             ));
-        }
-        for cte in &crosses {
-            from.push_str(&format!("\n  CROSS JOIN {cte}"));
         }
         from.push_str("\n  JOIN people ON people.c360_person = persons.c360_person");
         ctes.push((

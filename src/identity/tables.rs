@@ -10,10 +10,10 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{plan_err, Result as DFResult, ScalarValue};
+use datafusion::common::{plan_err, Constraint, Constraints, Result as DFResult, ScalarValue};
 use datafusion::datasource::MemTable;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{col, Expr};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::SessionContext;
@@ -105,8 +105,10 @@ impl Generated {
         )?))
     }
 
-    /// Made once and held: joins get its size to plan with.
-    fn held(self) -> Result<Arc<dyn TableProvider>> {
+    /// Made once and held (joins get its size to plan with), in `partitions` runs of
+    /// consecutive rows: a scan keeps the order within each, where DataFusion would
+    /// otherwise split a single one and forget the order.
+    fn held(self, partitions: usize) -> Result<MemTable> {
         let batches = on_cores(self.rows.div_ceil(BATCH_ROWS), |numbers| {
             let rows = numbers.start * BATCH_ROWS..(numbers.end * BATCH_ROWS).min(self.rows);
             rows.step_by(BATCH_ROWS)
@@ -114,7 +116,13 @@ impl Generated {
                 .collect::<Result<Vec<_>>>()
         });
         let batches = batches.into_iter().collect::<Result<Vec<_>>>()?.concat();
-        Ok(Arc::new(MemTable::try_new(self.schema, vec![batches])?))
+        let partitions = partitions.max(1);
+        let mut runs: Vec<Vec<RecordBatch>> = batches
+            .chunks(batches.len().div_ceil(partitions).max(1))
+            .map(<[RecordBatch]>::to_vec)
+            .collect();
+        runs.resize_with(partitions, Vec::new);
+        Ok(MemTable::try_new(self.schema, runs)?)
     }
 }
 
@@ -214,8 +222,10 @@ impl IdentityGraph {
 
     /// `identity_people`: one row per person in canonical id order, every identifier
     /// grouped by type and sorted (NULL where the person has none of that type), and when
-    /// any of them was first and last seen.
-    fn people_table(self: &Arc<Self>) -> Result<Arc<dyn TableProvider>> {
+    /// any of them was first and last seen. Declared unique by person and sorted by id, so
+    /// that joins by person can hold the other side and stream this one, and a query in
+    /// canonical id order needs no sort.
+    fn people_table(self: &Arc<Self>, partitions: usize) -> Result<Arc<dyn TableProvider>> {
         let people = self.canonical.len();
         // Nodes grouped by component and sorted by (type, value): no string is copied
         // until it lands in its list.
@@ -246,7 +256,7 @@ impl IdentityGraph {
         );
         fields.extend([ts_field("first_seen", true), ts_field("last_seen", true)]);
         let g = self.clone();
-        Generated::new(fields, people, move |r| {
+        let people = Generated::new(fields, people, move |r| {
             let order = &order[r];
             let mut lists: Vec<ListBuilder<StringBuilder>> = g
                 .types
@@ -290,7 +300,13 @@ impl IdentityGraph {
             columns.push(times(last.into_iter()));
             columns
         })
-        .held()
+        .held(partitions)?
+        .with_constraints(Constraints::new_unverified(vec![
+            Constraint::PrimaryKey(vec![1]),
+            Constraint::Unique(vec![0]),
+        ]))
+        .with_sort_order(vec![vec![col("c360_id").sort(true, false)]]);
+        Ok(Arc::new(people))
     }
 
     /// Components in the order of their canonical ids. Ids as `id_of_hash` spells them
@@ -533,7 +549,8 @@ pub(super) fn register(ctx: &SessionContext, graph: Arc<IdentityGraph>) -> Resul
     for (name, table) in graph.output_tables()? {
         ctx.register_table(name, table)?;
     }
-    ctx.register_table("identity_people", graph.people_table()?)?;
+    let partitions = ctx.state().config().target_partitions();
+    ctx.register_table("identity_people", graph.people_table(partitions)?)?;
     ctx.register_udf(super::lookup::udf(graph.clone()));
     ctx.register_udf(super::lookup::key_udf(graph.clone()));
     crate::features::install_person_aggregate(ctx, graph.components());
