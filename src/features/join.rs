@@ -268,13 +268,16 @@ impl ExtensionPlanner for PersonJoinPlanner {
             join.left.schema().index_of_column(&join.on.0)?,
             join.right.schema().index_of_column(&join.on.1)?,
         );
+        let spec = Spec {
+            keys,
+            join_type: join.join_type,
+            held: join.held,
+            people: self.people,
+        };
         Ok(Some(Arc::new(PersonJoinExec::try_new(
             left.clone(),
             right.clone(),
-            keys,
-            join.join_type,
-            join.held,
-            self.people,
+            spec,
         )?)))
     }
 }
@@ -304,11 +307,7 @@ impl HeldRows {
 pub struct PersonJoinExec {
     left: Arc<dyn ExecutionPlan>,
     right: Arc<dyn ExecutionPlan>,
-    /// The key's column on the left and on the right.
-    keys: (usize, usize),
-    join_type: JoinType,
-    held: Side,
-    people: usize,
+    spec: Spec,
     properties: Arc<PlanProperties>,
     /// Read once for every partition streamed.
     built: Arc<OnceCell<Arc<HeldRows>>>,
@@ -321,15 +320,29 @@ impl fmt::Debug for HeldRows {
     }
 }
 
+/// What a [`PersonJoinExec`] joins on, and how.
+#[derive(Debug, Clone, Copy)]
+struct Spec {
+    /// The key's column on the left and on the right.
+    keys: (usize, usize),
+    join_type: JoinType,
+    held: Side,
+    /// The graph's count of people, below which keys index an array.
+    people: usize,
+}
+
 impl PersonJoinExec {
     fn try_new(
         left: Arc<dyn ExecutionPlan>,
         right: Arc<dyn ExecutionPlan>,
-        keys: (usize, usize),
-        join_type: JoinType,
-        held: Side,
-        people: usize,
+        spec: Spec,
     ) -> Result<Self> {
+        let Spec {
+            keys,
+            join_type,
+            held,
+            ..
+        } = spec;
         let (l, r) = (left.schema(), right.schema());
         let nullable_right = join_type == JoinType::Left;
         let fields: Vec<Field> = l
@@ -369,10 +382,7 @@ impl PersonJoinExec {
         Ok(Self {
             left,
             right,
-            keys,
-            join_type,
-            held,
-            people,
+            spec,
             properties,
             built: Arc::default(),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -381,7 +391,7 @@ impl PersonJoinExec {
 
     /// The streamed child's number.
     fn streamed(&self) -> usize {
-        match self.held {
+        match self.spec.held {
             Side::Left => 1,
             Side::Right => 0,
         }
@@ -395,9 +405,10 @@ impl PersonJoinExec {
         &Arc<dyn ExecutionPlan>,
         usize,
     ) {
-        match self.held {
-            Side::Left => (&self.left, self.keys.0, &self.right, self.keys.1),
-            _ => (&self.right, self.keys.1, &self.left, self.keys.0),
+        let (l, r) = self.spec.keys;
+        match self.spec.held {
+            Side::Left => (&self.left, l, &self.right, r),
+            _ => (&self.right, r, &self.left, l),
         }
     }
 }
@@ -443,12 +454,12 @@ impl DisplayAs for PersonJoinExec {
         write!(
             f,
             "PersonJoinExec: type={}, on=({}@{}, {}@{}), held={:?}",
-            self.join_type,
-            l.field(self.keys.0).name(),
-            self.keys.0,
-            r.field(self.keys.1).name(),
-            self.keys.1,
-            self.held
+            self.spec.join_type,
+            l.field(self.spec.keys.0).name(),
+            self.spec.keys.0,
+            r.field(self.spec.keys.1).name(),
+            self.spec.keys.1,
+            self.spec.held
         )
     }
 }
@@ -467,7 +478,7 @@ impl ExecutionPlan for PersonJoinExec {
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
-        vec![self.held == Side::Right, self.held == Side::Left]
+        vec![self.spec.held == Side::Right, self.spec.held == Side::Left]
     }
 
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
@@ -490,14 +501,7 @@ impl ExecutionPlan for PersonJoinExec {
         let Ok([left, right]) = <[Arc<dyn ExecutionPlan>; 2]>::try_from(children) else {
             return internal_err!("PersonJoinExec has two inputs");
         };
-        Ok(Arc::new(Self::try_new(
-            left,
-            right,
-            self.keys,
-            self.join_type,
-            self.held,
-            self.people,
-        )?))
+        Ok(Arc::new(Self::try_new(left, right, self.spec)?))
     }
 
     fn execute(
@@ -507,12 +511,12 @@ impl ExecutionPlan for PersonJoinExec {
     ) -> Result<SendableRecordBatchStream> {
         let (held, held_key, streamed, key) = self.sides();
         let stream = streamed.execute(partition, context.clone())?;
-        let (held, held_key, people) = (held.clone(), held_key, self.people);
+        let (held, held_key, people) = (held.clone(), held_key, self.spec.people);
         let built = self.built.clone();
         let (schema, inner, held_left) = (
             self.schema(),
-            self.join_type == JoinType::Inner,
-            self.held == Side::Left,
+            self.spec.join_type == JoinType::Inner,
+            self.spec.held == Side::Left,
         );
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let out = schema.clone();
