@@ -370,8 +370,30 @@ impl IdentityGraph {
         self.last_seen[i] = self.last_seen[i].max(last);
     }
 
-    /// Writes each node's person into the index, once the graph is named.
+    /// Numbers the people in canonical id order and writes each node's person into the
+    /// index, once the graph is named. Person numbers then sort as the ids do: whatever is
+    /// aggregated by person comes out in the order customer_360 is written in, and joins by
+    /// person take rows in sequence.
     fn index_people(&mut self) {
+        let order = self.canonical_order();
+        let mut rank = vec![0u32; order.len()];
+        for (r, &c) in order.iter().enumerate() {
+            rank[c as usize] = r as u32;
+        }
+        for c in &mut self.component {
+            *c = rank[*c as usize];
+        }
+        let mut canonical: Vec<_> = std::mem::take(&mut self.canonical)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.canonical = order
+            .iter()
+            .map(|&c| canonical[c as usize].take().expect("a permutation"))
+            .collect();
+        if !self.unchanged.is_empty() {
+            self.unchanged = order.iter().map(|&c| self.unchanged[c as usize]).collect();
+        }
         for index in &mut self.index {
             for (n, p) in index.values_mut() {
                 *p = self.component[*n as usize];
@@ -1736,6 +1758,58 @@ mod tests {
 
     /// Hubs are the nodes with more distinct neighbours of the watched type than allowed,
     /// as counted with a set per node; a limit of 0 makes any neighbour too many.
+    #[test]
+    fn people_are_numbered_in_canonical_id_order() {
+        for seed in 0..5 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut g = IdentityGraph {
+                types: vec!["user_id".into(), "email".into()],
+                ..Default::default()
+            };
+            let nodes: Vec<u32> = (0..300)
+                .map(|i| g.intern(rng.random_range(0..2), &format!("v{i}"), 0))
+                .collect();
+            for _ in 0..250 {
+                let (a, b) = (rng.random_range(0..300), rng.random_range(0..300));
+                if a != b {
+                    let (a, b) = g.oriented(nodes[a], nodes[b]);
+                    g.edges.push(Edge {
+                        a,
+                        b,
+                        input: 0,
+                        first_seen: 0,
+                        last_seen: 0,
+                        rows: 1,
+                        accepted: false,
+                    });
+                }
+            }
+            close(&mut g, &config(&[], &[]));
+            let together: Vec<bool> = g
+                .edges
+                .iter()
+                .map(|e| g.component[e.a as usize] == g.component[e.b as usize])
+                .collect();
+            name_components(&mut g, None);
+            g.index_people();
+            assert!(
+                g.canonical.windows(2).all(|w| w[0].0 < w[1].0),
+                "seed {seed}"
+            );
+            assert_eq!(g.unchanged.len(), g.canonical.len());
+            let still: Vec<bool> = g
+                .edges
+                .iter()
+                .map(|e| g.component[e.a as usize] == g.component[e.b as usize])
+                .collect();
+            assert_eq!(still, together, "seed {seed}");
+            for n in 0..g.len() {
+                let (t, v) = (g.node_type[n], &g.node_value[n]);
+                assert_eq!(g.person_of(t, v), Some(g.component[n]), "seed {seed}");
+            }
+        }
+    }
+
     #[test]
     fn hubs_count_distinct_neighbours() {
         for seed in 0..10 {

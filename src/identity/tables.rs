@@ -242,7 +242,8 @@ impl IdentityGraph {
             sorted
         })
         .concat();
-        let order = self.canonical_order();
+        // People are numbered in canonical id order (see `index_people`).
+        let order: Vec<u32> = (0..people as u32).collect();
 
         let mut fields = vec![
             Field::new("c360_id", DataType::Utf8, false),
@@ -312,7 +313,7 @@ impl IdentityGraph {
     /// Components in the order of their canonical ids. Ids as `id_of_hash` spells them
     /// (fixed width, lower-case hex) sort as their hashes do, which spares a million
     /// comparisons of strings scattered over the heap; any other spelling sorts all as text.
-    fn canonical_order(&self) -> Vec<u32> {
+    pub(super) fn canonical_order(&self) -> Vec<u32> {
         let hashes: Option<Vec<u64>> = self
             .canonical
             .iter()
