@@ -39,7 +39,7 @@ use datafusion::physical_plan::{
     PlanProperties,
 };
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 use super::dense::PERSON_COLUMN;
@@ -292,6 +292,12 @@ struct HeldRows {
     _reservation: MemoryReservation,
 }
 
+impl fmt::Debug for HeldRows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Held({} rows)", self.batch.num_rows())
+    }
+}
+
 impl HeldRows {
     fn row(&self, key: u32) -> Option<u32> {
         match self.rows.get(key as usize) {
@@ -312,12 +318,6 @@ pub struct PersonJoinExec {
     /// Read once for every partition streamed.
     built: Arc<OnceCell<Arc<HeldRows>>>,
     metrics: ExecutionPlanMetricsSet,
-}
-
-impl fmt::Debug for HeldRows {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Held({} rows)", self.batch.num_rows())
-    }
 }
 
 /// What a [`PersonJoinExec`] joins on, and how.
@@ -554,11 +554,7 @@ impl ExecutionPlan for PersonJoinExec {
                 Ok(joined)
             }))
         })
-        .map(|s| match s {
-            Ok(s) => s.boxed(),
-            Err(e) => futures::stream::once(async { Err(e) }).boxed(),
-        })
-        .flatten();
+        .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 

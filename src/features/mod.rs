@@ -32,7 +32,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use dense::{
-    install as install_person_aggregate, PersonAggregate, PersonAggregateExec, PERSON_COLUMN,
+    install as install_person_plans, PersonAggregate, PersonAggregateExec, PERSON_COLUMN,
 };
 pub use join::{PersonJoinExec, PersonPlanner};
 pub use plan::{FeaturePlan, Step};

@@ -1756,8 +1756,6 @@ mod tests {
         }
     }
 
-    /// Hubs are the nodes with more distinct neighbours of the watched type than allowed,
-    /// as counted with a set per node; a limit of 0 makes any neighbour too many.
     #[test]
     fn people_are_numbered_in_canonical_id_order() {
         for seed in 0..5 {
@@ -1810,6 +1808,8 @@ mod tests {
         }
     }
 
+    /// Hubs are the nodes with more distinct neighbours of the watched type than allowed,
+    /// as counted with a set per node; a limit of 0 makes any neighbour too many.
     #[test]
     fn hubs_count_distinct_neighbours() {
         for seed in 0..10 {

@@ -242,8 +242,6 @@ impl IdentityGraph {
             sorted
         })
         .concat();
-        // People are numbered in canonical id order (see `index_people`).
-        let order: Vec<u32> = (0..people as u32).collect();
 
         let mut fields = vec![
             Field::new("c360_id", DataType::Utf8, false),
@@ -257,19 +255,17 @@ impl IdentityGraph {
         );
         fields.extend([ts_field("first_seen", true), ts_field("last_seen", true)]);
         let g = self.clone();
+        // People are numbered in canonical id order (see `index_people`): a run of
+        // numbers is a run of rows.
         let people = Generated::new(fields, people, move |r| {
-            let order = &order[r];
             let mut lists: Vec<ListBuilder<StringBuilder>> = g
                 .types
                 .iter()
                 .map(|_| ListBuilder::new(StringBuilder::new()))
                 .collect();
-            let (mut first, mut last) = (
-                Vec::with_capacity(order.len()),
-                Vec::with_capacity(order.len()),
-            );
-            for &c in order {
-                let nodes = &members[start[c as usize]..start[c as usize + 1]];
+            let (mut first, mut last) = (Vec::with_capacity(r.len()), Vec::with_capacity(r.len()));
+            for c in r.clone() {
+                let nodes = &members[start[c]..start[c + 1]];
                 let mut k = 0;
                 for (t, list) in lists.iter_mut().enumerate() {
                     let begin = k;
@@ -290,11 +286,11 @@ impl IdentityGraph {
             }
             let mut columns = vec![
                 strings(
-                    order
+                    g.canonical[r.clone()]
                         .iter()
-                        .map(|&c| Some(g.canonical[c as usize].0.as_str())),
+                        .map(|(id, _)| Some(id.as_str())),
                 ),
-                Arc::new(UInt32Array::from(order.to_vec())) as ArrayRef,
+                Arc::new(UInt32Array::from_iter_values(r.start as u32..r.end as u32)) as ArrayRef,
             ];
             columns.extend(lists.iter_mut().map(|l| Arc::new(l.finish()) as ArrayRef));
             columns.push(times(first.into_iter()));
@@ -554,7 +550,7 @@ pub(super) fn register(ctx: &SessionContext, graph: Arc<IdentityGraph>) -> Resul
     ctx.register_table("identity_people", graph.people_table(partitions)?)?;
     ctx.register_udf(super::lookup::udf(graph.clone()));
     ctx.register_udf(super::lookup::key_udf(graph.clone()));
-    crate::features::install_person_aggregate(ctx, graph.components());
+    crate::features::install_person_plans(ctx, graph.components());
     ctx.register_udtf("why_merged", Arc::new(WhyMerged(graph)));
     Ok(())
 }
