@@ -28,11 +28,13 @@ use arrow::array::{Array, AsArray, StringViewArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
 use c360_udfs::union_find::DenseUnionFind;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::execute_stream_partitioned;
 use datafusion::prelude::SessionContext;
+use futures::channel::oneshot;
 use futures::StreamExt;
 use tokio::task::JoinSet;
 
@@ -531,42 +533,37 @@ pub async fn build_counting(
         .iter()
         .map(|t| config.blocklist.get(t).cloned())
         .collect();
-    // The input being read: its number, declaration and partition readers. A last step
-    // with no next input merges the final one.
-    let mut reading = None;
-    let inputs = project.inputs.iter().filter(|i| !i.ids.is_empty());
-    for next in inputs.enumerate().map(Some).chain([None]) {
-        let started = match next {
-            Some((no, input)) => {
-                let planned = Instant::now();
-                let readers = start_readers(ctx, config, input, &g, &blocklists, &rows).await?;
-                g.timings.planning_s += planned.elapsed().as_secs_f64();
-                Some((no, input, readers))
-            }
-            None => None,
-        };
-        // The previous input is merged while this one is read.
-        if let Some((no, input, readers)) = std::mem::replace(&mut reading, started) {
-            let waited = Instant::now();
-            let parts = read_input(input, readers).await?;
-            g.timings.reading_s += waited.elapsed().as_secs_f64();
-            let merged = Instant::now();
-            let mut index = edge_index
-                .get_mut(no)
-                .map(std::mem::take)
-                .unwrap_or_default();
-            let held = indexed(&edge_index);
-            merge_parts(
-                &mut g,
-                &mut blocked,
-                &mut index,
-                &mut reservation,
-                held,
-                parts,
-                no,
-            )?;
-            g.timings.merging_s += merged.elapsed().as_secs_f64();
-        }
+    let inputs: Vec<&crate::project::Input> = project
+        .inputs
+        .iter()
+        .filter(|i| !i.ids.is_empty())
+        .collect();
+    // Dropped on an error, the reads still running stop.
+    let reads = spawn_reads(ctx, config, &inputs, &g, &blocklists, &rows);
+    for (no, read) in reads.into_iter().enumerate() {
+        let waited = Instant::now();
+        let (planning_s, parts) = read
+            .join()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        g.timings.planning_s += planning_s;
+        g.timings.reading_s += waited.elapsed().as_secs_f64();
+        let merged = Instant::now();
+        let mut index = edge_index
+            .get_mut(no)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let held = indexed(&edge_index);
+        merge_parts(
+            &mut g,
+            &mut blocked,
+            &mut index,
+            &mut reservation,
+            held,
+            parts,
+            no,
+        )?;
+        g.timings.merging_s += merged.elapsed().as_secs_f64();
     }
     drop(edge_index);
     let read_nothing = g.rows_read.iter().sum::<u64>() == seeded_rows;
@@ -966,16 +963,53 @@ async fn read_part(
     Ok(part)
 }
 
-/// Starts reading `input`'s normalized identifiers and event time, one worker per
-/// partition, each into a [`Part`] of its own.
-async fn start_readers(
+/// What one input's read gives: the seconds spent planning its scan, and its partitions.
+type Read = Result<(f64, Vec<Part>)>;
+
+/// Reads `inputs` into their partitions, one task per input; the tasks, in input order.
+/// Inputs are read one after another on every core, and the next one starts as soon as a
+/// partition of this one is done, without waiting for it to be merged: so neither the
+/// merge of a large input nor the last partition still reading leaves a core idle.
+fn spawn_reads(
     ctx: &SessionContext,
     config: &IdentityConfig,
-    input: &crate::project::Input,
+    inputs: &[&crate::project::Input],
     g: &IdentityGraph,
     blocklists: &[Option<Blocklist>],
     rows: &Arc<AtomicU64>,
-) -> Result<JoinSet<(usize, Result<Part>)>> {
+) -> Vec<SpawnedTask<Read>> {
+    let mut turn: Option<oneshot::Receiver<()>> = None;
+    inputs
+        .iter()
+        .map(|&input| {
+            let sql = scan_sql(config, input);
+            let types: Arc<Vec<u16>> = input
+                .ids
+                .iter()
+                .map(|id| g.type_id(&id.id_type).expect("declared"))
+                .collect::<Vec<_>>()
+                .into();
+            let (next, next_turn) = oneshot::channel();
+            let wait = turn.replace(next_turn);
+            let (ctx, input, blocklists) = (ctx.clone(), input.clone(), blocklists.to_vec());
+            let (keys, rows) = (g.keys, rows.clone());
+            SpawnedTask::spawn(async move {
+                // Cancelled when the input before failed: this one goes on, and its
+                // result is never asked for.
+                if let Some(wait) = wait {
+                    let _ = wait.await;
+                }
+                let planned = Instant::now();
+                let readers = start_readers(&ctx, &sql, types, &blocklists, keys, &rows).await?;
+                let planning_s = planned.elapsed().as_secs_f64();
+                Ok((planning_s, read_input(&input, readers, next).await?))
+            })
+        })
+        .collect()
+}
+
+/// `SELECT i0, i1, ..., t`: `input`'s identifiers, normalized, and its event time.
+fn scan_sql(config: &IdentityConfig, input: &crate::project::Input) -> String {
     let columns: Vec<String> = input
         .ids
         .iter()
@@ -992,20 +1026,26 @@ async fn start_readers(
         Some(c) => format!("arrow_cast(\"{c}\", '{UTC_MICROS}') AS t"),
         None => format!("arrow_cast(NULL, '{UTC_MICROS}') AS t"),
     };
-    let sql = format!(
+    format!(
         "SELECT {}, {time} FROM \"{}\"",
         columns.join(", "),
         input.name
-    );
-    let types: Arc<Vec<u16>> = input
-        .ids
-        .iter()
-        .map(|id| g.type_id(&id.id_type).expect("declared"))
-        .collect::<Vec<_>>()
-        .into();
+    )
+}
+
+/// Starts reading [`scan_sql`]'s rows of identifiers of `types`, one worker per partition,
+/// each into a [`Part`] of its own.
+async fn start_readers(
+    ctx: &SessionContext,
+    sql: &str,
+    types: Arc<Vec<u16>>,
+    blocklists: &[Option<Blocklist>],
+    keys: KeyHasher,
+    rows: &Arc<AtomicU64>,
+) -> Result<JoinSet<(usize, Result<Part>)>> {
     // Each partition is read on its own worker into identifiers of its own; merging
     // them costs one lookup per distinct identifier, not per row.
-    let plan = ctx.sql(&sql).await?.create_physical_plan().await?;
+    let plan = ctx.sql(sql).await?.create_physical_plan().await?;
     // Each partition reads its own files, so node ids follow the partitions' order from run
     // to run; DataFusion's scan would otherwise hand files to whichever partition is idle.
     let mut state = ctx.state();
@@ -1022,20 +1062,26 @@ async fn start_readers(
     {
         // A blocklist of its own: regular expressions shared between threads contend.
         let (types, blocklists) = (types.clone(), blocklists.to_vec());
-        let read = read_part(stream, types, blocklists, g.keys, rows.clone());
+        let read = read_part(stream, types, blocklists, keys, rows.clone());
         readers.spawn(async move { (i, read.await) });
     }
     Ok(readers)
 }
 
 /// An input's partitions once all are read, in partition order (node ids and edge order
-/// repeat from run to run). Dropping `readers` on an error stops the others.
+/// repeat from run to run); `next` is told when the first is done. Dropping `readers` on
+/// an error stops the others.
 async fn read_input(
     input: &crate::project::Input,
     mut readers: JoinSet<(usize, Result<Part>)>,
+    next: oneshot::Sender<()>,
 ) -> Result<Vec<Part>> {
     let mut parts: Vec<Option<Part>> = (0..readers.len()).map(|_| None).collect();
+    let mut next = Some(next);
     while let Some(done) = readers.join_next().await {
+        if let Some(next) = next.take() {
+            let _ = next.send(());
+        }
         let (i, part) = done.map_err(|e| DataFusionError::External(Box::new(e)))?;
         let part = part.map_err(|e| match e.exit_code() {
             // Over the memory limit: not the input's fault.
