@@ -448,3 +448,52 @@ async fn limits_reject_the_least_trusted_evidence() {
         .iter()
         .any(|q| q.value == "d1" && q.rule.starts_with("hub")));
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        match entry.file_type().unwrap().is_dir() {
+            true => copy_dir(&entry.path(), &target),
+            false => drop(std::fs::copy(entry.path(), target).unwrap()),
+        }
+    }
+}
+
+/// Later inputs are read while earlier ones are merged, yet a run that meets several
+/// unreadable inputs reports the first in the project's order, whichever failed first.
+#[tokio::test]
+async fn the_first_unreadable_input_in_project_order_is_reported() {
+    let lake = tempfile::tempdir().unwrap();
+    copy_dir(&demo(), lake.path());
+    // Footers intact, so the inputs register; their pages no longer decode.
+    let spoil = |file: &str| {
+        let file = lake.path().join("parquet").join(file);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let half = bytes.len() / 2;
+        bytes[4..half].fill(0xAB);
+        std::fs::write(&file, bytes).unwrap();
+    };
+    let failure = || async {
+        let ctx = c360::session().unwrap();
+        let project = Project::load(lake.path().join("c360.toml")).unwrap();
+        project.register_inputs(&ctx).await.unwrap();
+        match identity::build(&ctx, &project, None, None).await {
+            Ok(_) => panic!("a spoiled input was read"),
+            Err(e) => e.to_string(),
+        }
+    };
+    spoil("identifies/part-00000.parquet");
+    let error = failure().await;
+    assert!(
+        error.starts_with("input 'identifies': reading its identifiers"),
+        "{error}"
+    );
+    spoil("tracks/event_month=2026-06/part-00000.parquet");
+    let error = failure().await;
+    assert!(
+        error.starts_with("input 'tracks': reading its identifiers"),
+        "{error}"
+    );
+}
