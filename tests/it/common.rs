@@ -173,6 +173,15 @@ impl S3 {
     }
 }
 
+/// Copies every file under `from` to the same place under `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    for file in walk(from) {
+        let target = to.join(file.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&file, target).unwrap();
+    }
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![];
     for entry in std::fs::read_dir(dir).unwrap() {

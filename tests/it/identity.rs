@@ -8,7 +8,7 @@ use c360::identity::{self, IdentityGraph};
 use c360::project::Project;
 use datafusion::prelude::SessionContext;
 
-use crate::common::{demo, strings};
+use crate::common::{copy_dir, demo, strings};
 
 struct TruthRow {
     id_type: String,
@@ -447,18 +447,6 @@ async fn limits_reject_the_least_trusted_evidence() {
         .quarantine
         .iter()
         .any(|q| q.value == "d1" && q.rule.starts_with("hub")));
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        match entry.file_type().unwrap().is_dir() {
-            true => copy_dir(&entry.path(), &target),
-            false => drop(std::fs::copy(entry.path(), target).unwrap()),
-        }
-    }
 }
 
 /// Later inputs are read while earlier ones are merged, yet a run that meets several
