@@ -24,6 +24,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
@@ -464,16 +465,26 @@ impl Output {
     }
 
     /// Writes `df` as `table`, replacing what was there; returns the rows written.
+    /// `distinct` names columns whose values are nearly all distinct: they are written
+    /// without a dictionary, which for them is built for every column chunk only to
+    /// outgrow its page and be dropped (a sixth of the graph tables' encoding time, and
+    /// their files come out slightly smaller).
     pub async fn write_table(
         &self,
         table: &str,
         df: DataFrame,
         metadata: &[(String, String)],
+        distinct: &[&str],
     ) -> Result<u64> {
         let df = reader_safe_frame(df)?;
         let target = self.table_url(table)?;
         let staged = self.staged(&format!("{table}.parquet"))?;
-        let props = WriterProperties::builder()
+        let props = distinct
+            .iter()
+            .fold(WriterProperties::builder(), |props, &column| {
+                props.set_column_dictionary_enabled(ColumnPath::from(column), false)
+            });
+        let props = props
             .set_compression(parquet::basic::Compression::SNAPPY)
             .set_created_by(format!("c360 {}", env!("CARGO_PKG_VERSION")))
             .set_key_value_metadata(Some(

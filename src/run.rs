@@ -419,7 +419,12 @@ async fn leased(
         let mut tables = vec![];
         for name in identity::OUTPUT_TABLES {
             let rows = output
-                .write_table(name, ctx.table(name).await?, &footer(name))
+                .write_table(
+                    name,
+                    ctx.table(name).await?,
+                    &footer(name),
+                    identity::distinct_columns(name),
+                )
                 .await?;
             progress.phase("written", json!({"table": name, "rows": rows}));
             crate::crash_point(&format!("written:{name}"));
@@ -431,7 +436,12 @@ async fn leased(
     let live = progress.live("computing and writing customer_360", None, bytes);
     let written = futures::future::try_join(
         graph_tables,
-        output.write_table("customer_360", customers, &footer("customer_360")),
+        output.write_table(
+            "customer_360",
+            customers,
+            &footer("customer_360"),
+            &["c360_id"],
+        ),
     )
     .await;
     drop(live);

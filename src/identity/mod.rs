@@ -43,7 +43,7 @@ pub use canonical::Change;
 use config::Blocklist;
 pub use config::IdentityConfig;
 use hashed::{Key, KeyHasher, KeyTable, SlotKey};
-pub use tables::OUTPUT_TABLES;
+pub use tables::{distinct_columns, OUTPUT_TABLES};
 use texts::Texts;
 
 use crate::error::{Error, Result};

@@ -177,6 +177,17 @@ pub const OUTPUT_TABLES: [&str; 4] = [
     "identity_changes",
 ];
 
+/// The columns of graph table `table` whose values are nearly all distinct (identifiers,
+/// canonical ids, microsecond times), written without a dictionary.
+pub fn distinct_columns(table: &str) -> &'static [&'static str] {
+    match table {
+        "identity_graph" => &["id_value", "canonical_id", "first_seen", "last_seen"],
+        "identity_edges" => &["id_value_a", "id_value_b", "first_seen", "last_seen"],
+        "identity_changes" => &["canonical_id"],
+        _ => &[],
+    }
+}
+
 impl IdentityGraph {
     /// `identity_graph`: one row per identifier.
     fn graph_table(self: &Arc<Self>) -> Result<Arc<dyn TableProvider>> {

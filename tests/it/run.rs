@@ -203,6 +203,49 @@ async fn as_of_reads_the_past_and_repeats_exactly() {
 }
 
 #[tokio::test]
+async fn distinct_valued_columns_are_written_without_a_dictionary() {
+    use parquet::file::reader::FileReader;
+    let dir = tempfile::tempdir().unwrap();
+    run_demo(dir.path(), Some(END), TableFormat::Parquet).await;
+    let encodings = |table: &str| {
+        let file = std::fs::File::open(dir.path().join(format!("{table}.parquet"))).unwrap();
+        let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+        let group = reader.metadata().row_group(0).clone();
+        group
+            .columns()
+            .iter()
+            .map(|c| {
+                let dictionary = c.encodings().any(|e| {
+                    matches!(
+                        e,
+                        parquet::basic::Encoding::RLE_DICTIONARY
+                            | parquet::basic::Encoding::PLAIN_DICTIONARY
+                    )
+                });
+                (c.column_path().string(), dictionary)
+            })
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let graph = encodings("identity_graph");
+    assert!(
+        graph["id_type"],
+        "few distinct values keep their dictionary"
+    );
+    for column in ["id_value", "canonical_id", "first_seen", "last_seen"] {
+        assert!(!graph[column], "identity_graph.{column}");
+    }
+    let edges = encodings("identity_edges");
+    assert!(edges["source"] && edges["id_type_a"]);
+    assert!(!edges["id_value_a"] && !edges["id_value_b"]);
+    let customers = encodings("customer_360");
+    assert!(!customers["c360_id"]);
+    assert!(
+        customers["favourite_product"],
+        "a few products, kept as a dictionary"
+    );
+}
+
+#[tokio::test]
 async fn catalog_and_footer_describe_every_column() {
     let dir = tempfile::tempdir().unwrap();
     run_demo(dir.path(), Some(END), TableFormat::Parquet).await;
