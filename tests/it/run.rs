@@ -210,8 +210,9 @@ async fn distinct_valued_columns_are_written_without_a_dictionary() {
     let encodings = |table: &str| {
         let file = std::fs::File::open(dir.path().join(format!("{table}.parquet"))).unwrap();
         let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
-        let group = reader.metadata().row_group(0).clone();
-        group
+        reader
+            .metadata()
+            .row_group(0)
             .columns()
             .iter()
             .map(|c| {
