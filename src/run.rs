@@ -24,8 +24,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::features::{id_list_column, FeaturePlan};
-use crate::identity::{self, IdentityGraph};
+use crate::features::{id_list_column, stitched, FeaturePlan};
+use crate::identity::{self, IdentityGraph, StitchedRows};
 use crate::incremental::{self, Mode, State, STATE_FILE};
 use crate::lake::{self, Snapshot, TableSpec};
 use crate::lease::{Lease, LEASE_FILE};
@@ -332,9 +332,15 @@ async fn leased(
         .sum();
     let counted = Arc::new(AtomicU64::new(0));
     let live = progress.live("reading identifiers", Some(counted.clone()), bytes);
-    let graph = identity::build_counting(ctx, project, previous.as_ref(), seed, counted).await;
+    // A full run's features read every row the graph did, and can find each one's person
+    // by its position.
+    let keep_rows = seed.is_none();
+    let graph =
+        identity::build_counting(ctx, project, previous.as_ref(), seed, counted, keep_rows).await;
     drop(live);
-    let graph = Arc::new(graph?);
+    let mut graph = graph?;
+    let read_rows = std::mem::take(&mut graph.rows);
+    let graph = Arc::new(graph);
     let rows: BTreeMap<String, u64> = graph
         .inputs
         .iter()
@@ -376,9 +382,9 @@ async fn leased(
                 )
                 .await?
             }
-            None => all_customers(ctx, project, as_of, graph.components()).await?,
+            None => all_customers(ctx, project, as_of, &graph, read_rows).await?,
         },
-        Mode::Full { .. } => all_customers(ctx, project, as_of, graph.components()).await?,
+        Mode::Full { .. } => all_customers(ctx, project, as_of, &graph, read_rows).await?,
     };
     let state = incremental::state_after(project, as_of, &read, &rows);
 
@@ -569,17 +575,35 @@ async fn read_seed(
     identity::Seed::from_tables(project, graph, edges, quarantine, rows).await
 }
 
-/// Everyone's row, computed.
+/// Everyone's row, computed; the stitched views of inputs in `rows` take each row's
+/// person from the identity read.
 async fn all_customers(
     ctx: &SessionContext,
     project: &Project,
     as_of: i64,
-    people: usize,
+    graph: &Arc<IdentityGraph>,
+    rows: Vec<identity::InputRows>,
 ) -> Result<(DataFrame, u64)> {
     let plan = FeaturePlan::for_session(project, as_of, ctx, None);
     plan.create_views(ctx).await?;
+    for (input, rows) in graph.inputs.iter().zip(rows) {
+        let view = stitched(input);
+        let (Some(table), Some(fallback)) = (
+            ctx.table_provider(input.as_str()).await.ok(),
+            ctx.table_provider(view.as_str()).await.ok(),
+        ) else {
+            continue;
+        };
+        if let Some(stitched) = StitchedRows::new(graph.clone(), rows, table, fallback) {
+            ctx.deregister_table(view.as_str())?;
+            ctx.register_table(view.as_str(), Arc::new(stitched))?;
+        }
+    }
     let customers = plan.dataframe(ctx, project, &project.catalog).await?;
-    Ok((crate::output::reader_safe_frame(customers)?, people as u64))
+    Ok((
+        crate::output::reader_safe_frame(customers)?,
+        graph.components() as u64,
+    ))
 }
 
 /// The rows of a run continuing one as of `since`: computed for the people whose row may
@@ -588,7 +612,7 @@ async fn all_customers(
 async fn continued_customers(
     ctx: &SessionContext,
     project: &Project,
-    graph: &IdentityGraph,
+    graph: &Arc<IdentityGraph>,
     before: DataFrame,
     (since, as_of): (i64, i64),
     features_changed: bool,
@@ -612,7 +636,7 @@ async fn continued_customers(
         }
     }
     if recompute.iter().all(|&r| r) {
-        return all_customers(ctx, project, as_of, people).await;
+        return all_customers(ctx, project, as_of, graph, vec![]).await;
     }
     if !recompute.contains(&true) {
         // The same people with the same rows: the previous table, already in id order.

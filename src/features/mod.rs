@@ -35,7 +35,7 @@ pub use dense::{
     install as install_person_plans, PersonAggregate, PersonAggregateExec, PERSON_COLUMN,
 };
 pub use join::{PersonJoinExec, PersonPlanner};
-pub use plan::{FeaturePlan, Step};
+pub use plan::{stitched, FeaturePlan, Step};
 
 use crate::error::{Error, Result};
 use crate::project::Input;

@@ -13,6 +13,7 @@ pub mod canonical;
 pub mod config;
 mod hashed;
 mod lookup;
+mod rows;
 mod tables;
 mod texts;
 
@@ -43,6 +44,7 @@ pub use canonical::Change;
 use config::Blocklist;
 pub use config::IdentityConfig;
 use hashed::{Key, KeyHasher, KeyTable, SlotKey};
+pub use rows::{InputRows, StitchedRows};
 pub use tables::{distinct_columns, OUTPUT_TABLES};
 use texts::Texts;
 
@@ -170,6 +172,9 @@ pub struct IdentityGraph {
     pub unchanged: Vec<bool>,
     /// Where building the graph spent its time.
     pub timings: Timings,
+    /// Per input read (in `inputs` order), each row's place in the graph, when the build
+    /// was asked to keep them: see [`StitchedRows`].
+    pub rows: Vec<InputRows>,
 }
 
 /// Seconds spent in each step of building a graph, for run reports and benchmarks.
@@ -407,6 +412,7 @@ impl IdentityGraph {
         self.text_bytes
             + self.node_value.len() * 64
             + self.edges.len() * std::mem::size_of::<Edge>()
+            + self.rows.iter().map(InputRows::bytes).sum::<usize>()
     }
 
     /// The shortest chain of accepted edges joining two identifiers, or `None`.
@@ -489,16 +495,18 @@ pub async fn build(
     previous: Option<&Previous>,
     seed: Option<Seed>,
 ) -> Result<IdentityGraph> {
-    build_counting(ctx, project, previous, seed, Arc::default()).await
+    build_counting(ctx, project, previous, seed, Arc::default(), false).await
 }
 
-/// [`build`], adding the rows it reads to `rows` as it goes, for progress reports.
+/// [`build`], adding the rows it reads to `rows` as it goes, for progress reports; with
+/// `keep_rows`, keeping each row's place in the graph in [`IdentityGraph::rows`].
 pub async fn build_counting(
     ctx: &SessionContext,
     project: &Project,
     previous: Option<&Previous>,
     seed: Option<Seed>,
     rows: Arc<AtomicU64>,
+    keep_rows: bool,
 ) -> Result<IdentityGraph> {
     let config = &project.identity;
     let Seed {
@@ -539,10 +547,10 @@ pub async fn build_counting(
         .filter(|i| !i.ids.is_empty())
         .collect();
     // Dropped on an error, the reads still running stop.
-    let reads = spawn_reads(ctx, config, &inputs, &g, &blocklists, &rows);
+    let reads = spawn_reads(ctx, config, &inputs, &g, &blocklists, &rows, keep_rows);
     for (no, read) in reads.into_iter().enumerate() {
         let waited = Instant::now();
-        let (planning_s, parts) = read
+        let (planning_s, scan, parts) = read
             .join()
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))??;
@@ -554,6 +562,9 @@ pub async fn build_counting(
             .map(std::mem::take)
             .unwrap_or_default();
         let held = indexed(&edge_index);
+        if keep_rows {
+            g.rows.push(InputRows::new(scan));
+        }
         merge_parts(
             &mut g,
             &mut blocked,
@@ -851,6 +862,9 @@ struct Part {
     /// order edges are added in): sorted on the reader's thread, not the one merging.
     links: Vec<(u64, (i64, i64, u64))>,
     rows: u64,
+    /// Per row read, when kept: the local node of its most trusted identifier, or
+    /// [`rows::NO_NODE`] for a row of none.
+    centers: Vec<u32>,
 }
 
 /// A partition's index entry for a blocklisted value.
@@ -864,6 +878,7 @@ async fn read_part(
     blocklists: Vec<Option<Blocklist>>,
     keys: KeyHasher,
     read: Arc<AtomicU64>,
+    keep_rows: bool,
 ) -> Result<Part> {
     let n_types = blocklists.len();
     let mut part = Part {
@@ -932,7 +947,11 @@ async fn read_part(
             }
             // A star around the most trusted identifier of the row (an input declares
             // each id type once, so types break every tie).
-            let Some(&(_, center)) = row_ids.iter().min() else {
+            let center = row_ids.iter().min().map(|&(_, n)| n);
+            if keep_rows {
+                part.centers.push(center.unwrap_or(rows::NO_NODE));
+            }
+            let Some(center) = center else {
                 continue;
             };
             for &(_, other) in row_ids.iter().filter(|&&(_, n)| n != center) {
@@ -963,8 +982,9 @@ async fn read_part(
     Ok(part)
 }
 
-/// What one input's read gives: the seconds spent planning its scan, and its partitions.
-type Read = Result<(f64, Vec<Part>)>;
+/// What one input's read gives: the seconds spent planning its scan, the files each of
+/// its partitions read, and the partitions.
+type Read = Result<(f64, Option<rows::ScanFiles>, Vec<Part>)>;
 
 /// Reads `inputs` into their partitions, one task per input; the tasks, in input order.
 /// Inputs are read one after another on every core, and the next one starts as soon as a
@@ -977,6 +997,7 @@ fn spawn_reads(
     g: &IdentityGraph,
     blocklists: &[Option<Blocklist>],
     rows: &Arc<AtomicU64>,
+    keep_rows: bool,
 ) -> Vec<SpawnedTask<Read>> {
     let mut turn: Option<oneshot::Receiver<()>> = None;
     inputs
@@ -1000,9 +1021,10 @@ fn spawn_reads(
                     let _ = wait.await;
                 }
                 let planned = Instant::now();
-                let readers = start_readers(&ctx, &sql, types, &blocklists, keys, &rows).await?;
+                let (scan, readers) =
+                    start_readers(&ctx, &sql, types, &blocklists, keys, &rows, keep_rows).await?;
                 let planning_s = planned.elapsed().as_secs_f64();
-                Ok((planning_s, read_input(&input, readers, next).await?))
+                Ok((planning_s, scan, read_input(&input, readers, next).await?))
             })
         })
         .collect()
@@ -1042,19 +1064,17 @@ async fn start_readers(
     blocklists: &[Option<Blocklist>],
     keys: KeyHasher,
     rows: &Arc<AtomicU64>,
-) -> Result<JoinSet<(usize, Result<Part>)>> {
+    keep_rows: bool,
+) -> Result<(Option<rows::ScanFiles>, JoinSet<(usize, Result<Part>)>)> {
     // Each partition is read on its own worker into identifiers of its own; merging
     // them costs one lookup per distinct identifier, not per row.
     let plan = ctx.sql(sql).await?.create_physical_plan().await?;
     // Each partition reads its own files, so node ids follow the partitions' order from run
     // to run; DataFusion's scan would otherwise hand files to whichever partition is idle.
-    let mut state = ctx.state();
-    state
-        .config_mut()
-        .options_mut()
-        .execution
-        .enable_file_stream_work_stealing = false;
-    let task = Arc::new(TaskContext::from(&state));
+    let task = Arc::new(rows::own_files(&TaskContext::from(&ctx.state())));
+    // Kept only where a later scan can find each row again by its position.
+    let scan = rows::ScanFiles::of(&plan).filter(|_| keep_rows);
+    let keep_rows = scan.is_some();
     let mut readers = JoinSet::new();
     for (i, stream) in execute_stream_partitioned(plan, task)?
         .into_iter()
@@ -1062,10 +1082,10 @@ async fn start_readers(
     {
         // A blocklist of its own: regular expressions shared between threads contend.
         let (types, blocklists) = (types.clone(), blocklists.to_vec());
-        let read = read_part(stream, types, blocklists, keys, rows.clone());
+        let read = read_part(stream, types, blocklists, keys, rows.clone(), keep_rows);
         readers.spawn(async move { (i, read.await) });
     }
-    Ok(readers)
+    Ok((scan, readers))
 }
 
 /// An input's partitions once all are read, in partition order (node ids and edge order
@@ -1194,6 +1214,9 @@ fn merge_part(
         e.rows += rows;
         e.first_seen = e.first_seen.min(first);
         e.last_seen = e.last_seen.max(last);
+    }
+    if let Some(kept) = g.rows.get_mut(input) {
+        kept.push(part.centers, global);
     }
 }
 
