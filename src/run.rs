@@ -24,8 +24,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::features::{id_list_column, stitched, FeaturePlan};
-use crate::identity::{self, IdentityGraph, StitchedRows};
+use crate::features::{id_list_column, FeaturePlan};
+use crate::identity::{self, IdentityGraph};
 use crate::incremental::{self, Mode, State, STATE_FILE};
 use crate::lake::{self, Snapshot, TableSpec};
 use crate::lease::{Lease, LEASE_FILE};
@@ -95,6 +95,9 @@ pub struct RunReport {
     pub mode: String,
     /// People whose row was computed by this run (all of them in a full run).
     pub recomputed: u64,
+    /// Inputs whose rows took their person from the identity read rather than a second
+    /// read and lookup of their identifiers (a full run's, when planned alike).
+    pub by_position: Vec<String>,
 }
 
 impl std::fmt::Display for RunReport {
@@ -365,23 +368,22 @@ async fn leased(
         "computing traits and features",
         json!({"traits": project.catalog.traits.len(), "features": project.catalog.features.len()}),
     );
-    let (customers, recomputed) = match &mode {
+    let (customers, recomputed, by_position) = match &mode {
         Mode::Incremental {
             since,
             features_changed,
             ..
         } => match previous_table(ctx, output, "customer_360").await? {
-            Some(before) => {
-                continued_customers(
-                    ctx,
-                    project,
-                    &graph,
-                    before,
-                    (*since, as_of),
-                    *features_changed,
-                )
-                .await?
-            }
+            Some(before) => continued_customers(
+                ctx,
+                project,
+                &graph,
+                before,
+                (*since, as_of),
+                *features_changed,
+            )
+            .await
+            .map(|(customers, recomputed)| (customers, recomputed, vec![]))?,
             None => all_customers(ctx, project, as_of, &graph, read_rows).await?,
         },
         Mode::Full { .. } => all_customers(ctx, project, as_of, &graph, read_rows).await?,
@@ -470,6 +472,7 @@ async fn leased(
         rows_in,
         mode: mode.name().into(),
         recomputed,
+        by_position,
     };
     // Beside the tables, for whoever looks after the schedule; not part of the publication.
     let run_report = json!({
@@ -482,6 +485,7 @@ async fn leased(
         "mode": report.mode,
         "reason": match &mode { Mode::Full { reason } => Some(reason), _ => None },
         "people_computed": recomputed,
+        "stitched_by_position": report.by_position,
         "recovered": recovery,
         "identity": graph.stats(),
         "tables": report.tables,
@@ -575,34 +579,23 @@ async fn read_seed(
     identity::Seed::from_tables(project, graph, edges, quarantine, rows).await
 }
 
-/// Everyone's row, computed; the stitched views of inputs in `rows` take each row's
-/// person from the identity read.
+/// Everyone's row, computed, and the inputs whose stitched views take each row's person
+/// from the identity read (those of `rows`).
 async fn all_customers(
     ctx: &SessionContext,
     project: &Project,
     as_of: i64,
     graph: &Arc<IdentityGraph>,
     rows: Vec<identity::InputRows>,
-) -> Result<(DataFrame, u64)> {
+) -> Result<(DataFrame, u64, Vec<String>)> {
     let plan = FeaturePlan::for_session(project, as_of, ctx, None);
     plan.create_views(ctx).await?;
-    for (input, rows) in graph.inputs.iter().zip(rows) {
-        let view = stitched(input);
-        let (Some(table), Some(fallback)) = (
-            ctx.table_provider(input.as_str()).await.ok(),
-            ctx.table_provider(view.as_str()).await.ok(),
-        ) else {
-            continue;
-        };
-        if let Some(stitched) = StitchedRows::new(graph.clone(), rows, table, fallback) {
-            ctx.deregister_table(view.as_str())?;
-            ctx.register_table(view.as_str(), Arc::new(stitched))?;
-        }
-    }
+    let by_position = identity::stitch_by_position(ctx, graph, rows).await?;
     let customers = plan.dataframe(ctx, project, &project.catalog).await?;
     Ok((
         crate::output::reader_safe_frame(customers)?,
         graph.components() as u64,
+        by_position,
     ))
 }
 
@@ -636,7 +629,8 @@ async fn continued_customers(
         }
     }
     if recompute.iter().all(|&r| r) {
-        return all_customers(ctx, project, as_of, graph, vec![]).await;
+        let (everyone, people, _) = all_customers(ctx, project, as_of, graph, vec![]).await?;
+        return Ok((everyone, people));
     }
     if !recompute.contains(&true) {
         // The same people with the same rows: the previous table, already in id order.

@@ -44,7 +44,7 @@ pub use canonical::Change;
 use config::Blocklist;
 pub use config::IdentityConfig;
 use hashed::{Key, KeyHasher, KeyTable, SlotKey};
-pub use rows::{InputRows, StitchedRows};
+pub use rows::{stitch_by_position, InputRows, StitchedRows};
 pub use tables::{distinct_columns, OUTPUT_TABLES};
 use texts::Texts;
 
@@ -1072,7 +1072,8 @@ async fn start_readers(
     // Each partition reads its own files, so node ids follow the partitions' order from run
     // to run; DataFusion's scan would otherwise hand files to whichever partition is idle.
     let task = Arc::new(rows::own_files(&TaskContext::from(&ctx.state())));
-    // Kept only where a later scan can find each row again by its position.
+    // Kept only where a later scan can find each row again by its position: not where
+    // the optimizer spread a scan round robin (an input too small to split by bytes).
     let scan = rows::ScanFiles::of(&plan).filter(|_| keep_rows);
     let keep_rows = scan.is_some();
     let mut readers = JoinSet::new();

@@ -27,9 +27,12 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PlanProperties,
 };
+use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt};
 
 use super::IdentityGraph;
+use crate::error::Result;
+use crate::features::stitched;
 
 /// A row none of whose identifiers is in the graph (all NULL or blocklisted).
 pub(super) const NO_NODE: u32 = u32::MAX;
@@ -202,19 +205,21 @@ impl TableProvider for StitchedRows {
         let columns = projection.unwrap_or(&all);
         let read: Vec<usize> = columns.iter().filter(|&&c| c >= 2).map(|c| c - 2).collect();
         let plan = self.input.scan(state, Some(&read), &[], None).await?;
-        if ScanFiles::of(&plan).as_ref() != self.rows.scan.as_ref()
-            || plan.output_partitioning().partition_count() != self.rows.parts.len()
-        {
+        // Equal files mean equal partitions: each file group is one partition.
+        if ScanFiles::of(&plan).as_ref() != self.rows.scan.as_ref() {
             return self.fallback.scan(state, projection, filters, limit).await;
         }
         let schema = Arc::new(self.schema().project(columns)?);
-        let mut scanned = 0..;
+        let mut scanned = 0;
         let columns = columns
             .iter()
             .map(|&c| match c {
                 0 => Column::Person,
                 1 => Column::Id,
-                _ => Column::Input(scanned.next().expect("unbounded")),
+                _ => {
+                    scanned += 1;
+                    Column::Input(scanned - 1)
+                }
             })
             .collect();
         Ok(Arc::new(StitchedRowsExec::new(
@@ -225,6 +230,32 @@ impl TableProvider for StitchedRows {
             schema,
         )))
     }
+}
+
+/// Replaces the stitched view of each of `graph`'s inputs (as `ctx` has them) by a
+/// [`StitchedRows`] over the rows its identity read kept, `rows` in the graph's input
+/// order. Returns the inputs replaced: those whose read kept its rows.
+pub async fn stitch_by_position(
+    ctx: &SessionContext,
+    graph: &Arc<IdentityGraph>,
+    rows: Vec<InputRows>,
+) -> Result<Vec<String>> {
+    let mut replaced = vec![];
+    for (input, rows) in graph.inputs.iter().zip(rows) {
+        let view = stitched(input);
+        let (Ok(table), Ok(fallback)) = (
+            ctx.table_provider(input.as_str()).await,
+            ctx.table_provider(view.as_str()).await,
+        ) else {
+            continue;
+        };
+        if let Some(by_position) = StitchedRows::new(graph.clone(), rows, table, fallback) {
+            ctx.deregister_table(view.as_str())?;
+            ctx.register_table(view.as_str(), Arc::new(by_position))?;
+            replaced.push(input.clone());
+        }
+    }
+    Ok(replaced)
 }
 
 /// Where an output column of [`StitchedRowsExec`] comes from.

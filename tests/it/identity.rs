@@ -195,6 +195,91 @@ fn why_merged_follows_accepted_edges() {
     });
 }
 
+/// Each of `view`'s rows, printed, sorted.
+async fn sorted_lines(ctx: &SessionContext, view: &str) -> Vec<String> {
+    let batches = ctx
+        .sql(&format!("SELECT * FROM {view}"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+async fn explained(ctx: &SessionContext, view: &str) -> String {
+    let sql = format!("EXPLAIN SELECT * FROM {view}");
+    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+}
+
+/// A full run's stitched views take each row's person by its position in the identity
+/// read: row for row the same as looking its identifiers up. The demo's Parquet inputs are
+/// read in the files' own partitions; its Delta inputs are one small file group each,
+/// which the read spreads round robin, so they look persons up. Read in other partitions
+/// than the identity read's, every input looks persons up again.
+#[tokio::test]
+async fn stitched_rows_by_position_equal_the_lookup() {
+    const AS_OF: i64 = 1_782_777_600_000_000; // 2026-06-30T00:00:00Z
+    let ctx = c360::session().unwrap();
+    let project = Project::load(demo().join("c360.toml")).unwrap();
+    project.register_inputs_as_of(&ctx, AS_OF).await.unwrap();
+    let mut g = identity::build_counting(&ctx, &project, None, None, Default::default(), true)
+        .await
+        .unwrap();
+    let rows = std::mem::take(&mut g.rows);
+    let g = std::sync::Arc::new(g);
+    identity::register_tables(&ctx, g.clone()).unwrap();
+    let plan = c360::features::FeaturePlan::for_session(&project, AS_OF, &ctx, None);
+    plan.create_views(&ctx).await.unwrap();
+    let mut looked_up = vec![];
+    for input in &g.inputs {
+        looked_up.push(sorted_lines(&ctx, &c360::features::stitched(input)).await);
+    }
+
+    let replaced = identity::stitch_by_position(&ctx, &g, rows).await.unwrap();
+    assert_eq!(replaced, ["tracks", "identifies"]);
+    for (input, expected) in g.inputs.iter().zip(&looked_up) {
+        let view = c360::features::stitched(input);
+        let plan = explained(&ctx, &view).await;
+        let by_position = replaced.contains(input);
+        assert_eq!(
+            plan.contains("StitchedRowsExec"),
+            by_position,
+            "{view}:\n{plan}"
+        );
+        assert_eq!(plan.contains("person_key"), !by_position, "{view}:\n{plan}");
+        assert_eq!(&sorted_lines(&ctx, &view).await, expected, "{view}");
+    }
+    let persons = crate::common::scalar(
+        &ctx,
+        "SELECT count(c360_person) FROM stitched_tracks WHERE c360_id IS NOT NULL",
+    )
+    .await;
+    assert!(persons > 1000, "only {persons} tracks rows have a person");
+
+    let partitions = ctx.state().config().target_partitions();
+    let other = if partitions > 1 { 1 } else { 3 };
+    ctx.sql(&format!(
+        "SET datafusion.execution.target_partitions = {other}"
+    ))
+    .await
+    .unwrap();
+    let plan = explained(&ctx, "stitched_tracks").await;
+    assert!(
+        !plan.contains("StitchedRowsExec") && plan.contains("person_key"),
+        "{plan}"
+    );
+    assert_eq!(sorted_lines(&ctx, "stitched_tracks").await, looked_up[0]);
+}
+
 /// The closure's memory is reserved in DataFusion's pool: over the limit it fails cleanly.
 #[tokio::test]
 async fn closure_respects_the_memory_limit() {

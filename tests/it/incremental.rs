@@ -227,6 +227,7 @@ async fn random_appends_publish_what_a_full_run_does() {
         assert_eq!(whole.mode, "full");
         if step > 0 {
             assert_eq!(continued.mode, "incremental", "step {step}");
+            assert!(continued.by_position.is_empty(), "step {step}");
             assert!(
                 continued.rows_in < whole.rows_in,
                 "step {step}: read everything again"
