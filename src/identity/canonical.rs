@@ -107,7 +107,7 @@ pub enum Change {
 
 /// A member's place in "earliest first": when it was first seen, then its type and value.
 /// Unique within a graph, so it orders components whatever order they were built in.
-type Earliest<'a> = (i64, &'a str, &'a str);
+pub type Earliest<'a> = (i64, &'a str, &'a str);
 
 fn earliest<'a>(m: &Member<'a>) -> Earliest<'a> {
     (m.first_seen, m.id_type, m.value)
@@ -180,19 +180,8 @@ pub fn assign(components: &Components<'_>) -> Vec<(String, Change)> {
             None => fresh.push(c),
         }
     }
-    // Step 3: fresh ids, earliest component first, so salts go the same way every time.
-    // Ids in use are held as the hashes they show: a million people cost no strings here.
-    // Sorted with their keys beside them: looking each up in `firsts` is a cache miss.
-    let mut fresh: Vec<(Earliest<'_>, usize)> = fresh.into_iter().map(|c| (firsts[c], c)).collect();
-    fresh.sort_unstable();
-    let mut used: hashbrown::HashSet<u64> =
-        hashbrown::HashSet::with_capacity(offers.len() + fresh.len());
-    used.extend(offers.keys().filter_map(|id| hash_of_id(id)));
-    for ((_, id_type, value), c) in fresh {
-        let hash = (0..)
-            .map(|salt| fresh_hash(id_type, value, salt))
-            .find(|&h| used.insert(h))
-            .expect("some salt is free");
+    // Step 3: fresh ids for the rest.
+    let changes = |c: usize| {
         let previous_here: BTreeSet<&str> = match offers.is_empty() {
             true => BTreeSet::new(),
             false => components
@@ -201,15 +190,53 @@ pub fn assign(components: &Components<'_>) -> Vec<(String, Change)> {
                 .filter_map(|m| m.previous.map(|p| p.0))
                 .collect(),
         };
-        let change = match previous_here.is_empty() {
+        match previous_here.is_empty() {
             true => Change::Appeared,
             false => Change::SplitFrom(previous_here.iter().map(|s| s.to_string()).collect()),
-        };
-        out[c] = Some((id_of_hash(hash), change));
-    }
+        }
+    };
+    let used = offers.keys().filter_map(|id| hash_of_id(id));
+    name_fresh(&firsts, fresh, used, changes, &mut out);
     out.into_iter()
         .map(|named| named.expect("every component is named"))
         .collect()
+}
+
+/// [`assign`] without a previous graph, from each component's earliest member: every
+/// component appears, under a fresh id.
+pub fn assign_new(firsts: &[Earliest<'_>]) -> Vec<(String, Change)> {
+    let mut out = vec![None; firsts.len()];
+    let fresh = (0..firsts.len()).collect();
+    name_fresh(firsts, fresh, [], |_| Change::Appeared, &mut out);
+    out.into_iter()
+        .map(|named| named.expect("every component is named"))
+        .collect()
+}
+
+/// Names components `fresh` by their earliest members `firsts`, earliest component first
+/// so salts go the same way every time, avoiding the ids hashed to `used`.
+fn name_fresh(
+    firsts: &[Earliest<'_>],
+    fresh: Vec<usize>,
+    used: impl IntoIterator<Item = u64>,
+    mut change: impl FnMut(usize) -> Change,
+    out: &mut [Option<(String, Change)>],
+) {
+    // Ids in use are held as the hashes they show: a million people cost no strings here.
+    // Sorted with their keys beside them: looking each up in `firsts` is a cache miss.
+    let mut fresh: Vec<(Earliest<'_>, usize)> = fresh.into_iter().map(|c| (firsts[c], c)).collect();
+    fresh.sort_unstable();
+    let used = used.into_iter();
+    let mut taken: hashbrown::HashSet<u64> =
+        hashbrown::HashSet::with_capacity(used.size_hint().1.unwrap_or(0) + fresh.len());
+    taken.extend(used);
+    for ((_, id_type, value), c) in fresh {
+        let hash = (0..)
+            .map(|salt| fresh_hash(id_type, value, salt))
+            .find(|&h| taken.insert(h))
+            .expect("some salt is free");
+        out[c] = Some((id_of_hash(hash), change(c)));
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +263,25 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a[0].0, fresh_id("t", "b", 0));
         assert_eq!(a[0].1, Change::Appeared);
+    }
+
+    #[test]
+    fn without_a_previous_graph_earliest_members_name_as_whole_components_do() {
+        let components = vec![
+            vec![m("b", 5, None), m("a", 9, None)],
+            vec![m("c", 5, None)],
+            vec![m("z", 2, None), m("y", 2, None), m("x", 3, None)],
+            vec![m("c", 5, None)],
+        ];
+        let firsts: Vec<Earliest<'_>> = components
+            .iter()
+            .map(|c| c.iter().map(earliest).min().unwrap())
+            .collect();
+        let named = named(components);
+        assert_eq!(assign_new(&firsts), named);
+        // Two components with the same earliest member: the second takes the next salt.
+        assert_eq!(named[1].0, fresh_id("t", "c", 0));
+        assert_eq!(named[3].0, fresh_id("t", "c", 1));
     }
 
     #[test]

@@ -1547,33 +1547,54 @@ fn name_components(g: &mut IdentityGraph, earlier: Option<&Earlier<'_>>) {
         .map(|&c| c as usize + 1)
         .max()
         .unwrap_or(0);
+    let Some(earlier) = earlier else {
+        // Only each component's earliest identifier names it: one pass over the nodes,
+        // with no list of members (a million people have millions).
+        let mut firsts: Vec<Option<canonical::Earliest<'_>>> = vec![None; n_components];
+        for (node, &c) in g.component.iter().enumerate() {
+            let first_seen = g.first_seen[node];
+            let best = &mut firsts[c as usize];
+            if best.is_some_and(|(t, _, _)| t < first_seen) {
+                continue;
+            }
+            let it = (
+                first_seen,
+                g.types[g.node_type[node] as usize].as_str(),
+                &g.node_value[node],
+            );
+            if best.is_none_or(|b| it < b) {
+                *best = Some(it);
+            }
+        }
+        let firsts: Vec<_> = firsts
+            .into_iter()
+            .map(|f| f.expect("components are not empty"))
+            .collect();
+        g.canonical = canonical::assign_new(&firsts);
+        g.unchanged = vec![false; n_components];
+        return;
+    };
     let members =
         canonical::Components::group(&g.component, n_components, |node| canonical::Member {
             id_type: g.types[g.node_type[node] as usize].as_str(),
             value: &g.node_value[node],
             first_seen: g.first_seen[node],
-            previous: earlier.and_then(|e| e.of(g, node)),
+            previous: earlier.of(g, node),
         });
     let named = canonical::assign(&members);
     // A person is unchanged when no row read this run carries one of its identifiers and
     // its identifiers are exactly one previous person's, under the id it keeps.
-    let unchanged: Vec<bool> = match earlier {
-        None => vec![false; named.len()],
-        Some(e) => {
-            let sizes = e.sizes();
-            members
-                .iter()
-                .zip(&named)
-                .map(|(members, (id, _))| {
-                    sizes.get(id.as_str()) == Some(&members.len())
-                        && members
-                            .iter()
-                            .all(|m| m.previous.map(|p| p.0) == Some(id.as_str()))
-                })
-                .collect()
-        }
-    };
-    let mut unchanged = unchanged;
+    let sizes = earlier.sizes();
+    let mut unchanged: Vec<bool> = members
+        .iter()
+        .zip(&named)
+        .map(|(members, (id, _))| {
+            sizes.get(id.as_str()) == Some(&members.len())
+                && members
+                    .iter()
+                    .all(|m| m.previous.map(|p| p.0) == Some(id.as_str()))
+        })
+        .collect();
     for (node, &c) in g.component.iter().enumerate() {
         if g.touched[node] {
             unchanged[c as usize] = false;

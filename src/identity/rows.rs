@@ -14,7 +14,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{internal_err, Result as DFResult};
+use datafusion::common::{exec_err, internal_err, Result as DFResult};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::TableType;
@@ -373,6 +373,13 @@ impl ExecutionPlan for StitchedRowsExec {
                 self.rows.parts.len()
             );
         };
+        // Checked again as planned: an optimizer rule that regrouped the files since
+        // `scan` would give rows the persons of others.
+        if ScanFiles::of(&self.input).as_ref() != self.rows.scan.as_ref() {
+            return exec_err!(
+                "StitchedRowsExec's input no longer reads the identity read's files by partition"
+            );
+        }
         let input = self
             .input
             .execute(partition, Arc::new(own_files(&context)))?;

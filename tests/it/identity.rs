@@ -6,6 +6,7 @@ use arrow::array::{Array, AsArray};
 use c360::generate::{generate, GenerateOptions, LakeFormat, PEOPLE_PER_CHUNK};
 use c360::identity::{self, IdentityGraph};
 use c360::project::Project;
+use datafusion::physical_plan::replace_children_if_necessary;
 use datafusion::prelude::SessionContext;
 
 use crate::common::{copy_dir, demo, strings};
@@ -278,6 +279,30 @@ async fn stitched_rows_by_position_equal_the_lookup() {
         "{plan}"
     );
     assert_eq!(sorted_lines(&ctx, "stitched_tracks").await, looked_up[0]);
+
+    // A plan whose scan was regrouped after planning fails rather than misplace persons.
+    let set = |n: usize| format!("SET datafusion.execution.target_partitions = {n}");
+    let physical = |sql: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.sql(sql)
+                .await
+                .unwrap()
+                .create_physical_plan()
+                .await
+                .unwrap()
+        }
+    };
+    ctx.sql(&set(partitions)).await.unwrap();
+    let mut node = physical("SELECT * FROM stitched_tracks").await;
+    while node.name() != "StitchedRowsExec" {
+        node = node.children()[0].clone();
+    }
+    ctx.sql(&set(other)).await.unwrap();
+    let regrouped = physical("SELECT * FROM tracks").await;
+    let node = replace_children_if_necessary(node, vec![regrouped]).unwrap();
+    let err = node.execute(0, ctx.task_ctx()).err().unwrap().to_string();
+    assert!(err.contains("no longer reads"), "{err}");
 }
 
 /// The closure's memory is reserved in DataFusion's pool: over the limit it fails cleanly.
