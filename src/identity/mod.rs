@@ -1552,16 +1552,12 @@ fn name_components(g: &mut IdentityGraph, earlier: Option<&Earlier<'_>>) {
         // with no list of members (a million people have millions).
         let mut firsts: Vec<Option<canonical::Earliest<'_>>> = vec![None; n_components];
         for (node, &c) in g.component.iter().enumerate() {
-            let first_seen = g.first_seen[node];
-            let best = &mut firsts[c as usize];
-            if best.is_some_and(|(t, _, _)| t < first_seen) {
-                continue;
-            }
             let it = (
-                first_seen,
+                g.first_seen[node],
                 g.types[g.node_type[node] as usize].as_str(),
                 &g.node_value[node],
             );
+            let best = &mut firsts[c as usize];
             if best.is_none_or(|b| it < b) {
                 *best = Some(it);
             }
