@@ -20,9 +20,9 @@ unsafe extern "C" {
 
 /// mimalloc hands memory back to the OS a second after it is freed, and a run frees
 /// gigabytes between its phases only to fault them in again: at 1M customers that was
-/// 3-4 s of kernel time. Kept, freed memory serves the next phase; the peak grows by about
-/// a third, so a run with a memory budget keeps mimalloc's default. A purge delay set
-/// in `MIMALLOC_PURGE_DELAY` is left as it is.
+/// 3-4 s of kernel time. Kept, freed memory serves the next phase; the peak grows by
+/// about a third, so a run with a memory budget, and the REPL, keep mimalloc's default.
+/// A purge delay set in `MIMALLOC_PURGE_DELAY` is left as it is.
 fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
@@ -45,7 +45,13 @@ async fn main() {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
     let cli = c360::cli::Cli::parse();
-    if !matches!(&cli.command, c360::cli::Command::Run(run) if run.memory_limit.is_some()) {
+    let batch = match &cli.command {
+        c360::cli::Command::Run(run) => run.memory_limit.is_none(),
+        // A session left open would hold its largest query's memory for good.
+        c360::cli::Command::Repl(_) => false,
+        _ => true,
+    };
+    if batch {
         keep_freed_memory();
     }
     if let Err(e) = c360::cli::run(cli).await {
