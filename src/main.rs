@@ -8,7 +8,8 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `mi_option_purge_delay` in the `mi_option_t` of the mimalloc (v3) that libmimalloc-sys
-/// builds; [`keep_freed_memory`] checks it still names an option of the default below.
+/// builds. [`keep_freed_memory`] sets it only while it holds the default below, so options
+/// renumbered by an upgrade change nothing (and fail the test).
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 /// mimalloc's default purge delay in milliseconds.
 const MI_DEFAULT_PURGE_DELAY: std::ffi::c_long = 1000;
