@@ -46,13 +46,13 @@ async fn main() {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
     let cli = c360::cli::Cli::parse();
-    let batch = match &cli.command {
+    let keep = match &cli.command {
         c360::cli::Command::Run(run) => run.memory_limit.is_none(),
         // A session left open would hold its largest query's memory for good.
         c360::cli::Command::Repl(_) => false,
         _ => true,
     };
-    if batch {
+    if keep {
         keep_freed_memory();
     }
     if let Err(e) = c360::cli::run(cli).await {
